@@ -1,0 +1,149 @@
+"""Configure and build static llama.cpp libraries into a cached build directory.
+
+Why a script and not a bare cmake line: the CPU feature flags must be chosen for
+the machine that installs us. GGML_NATIVE=ON is off limits because on some of our
+hosts the CPU reports AMX tiles the hypervisor does not grant, and the native
+build compiles AMX kernels that segfault at the first matmul. So we read the
+CPU's flags ourselves, enable every x86 extension ggml can use that the CPU
+reports, and never enable AMX.
+
+Extra CMake arguments (GPU backends, e.g. "-DGGML_CUDA=ON") come from the
+LLAMA_ACTORS_CMAKE_ARGS environment variable. The build directory defaults to
+build/llama (override: LLAMA_ACTORS_BUILD_DIR); a rebuild only recompiles what
+changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENDOR = ROOT / "vendor" / "llama.cpp"
+
+# ggml option -> the /proc/cpuinfo flags that must all be present.
+X86_FEATURES: dict[str, tuple[str, ...]] = {
+    "GGML_SSE42": ("sse4_2",),
+    "GGML_AVX": ("avx",),
+    "GGML_AVX2": ("avx2",),
+    "GGML_FMA": ("fma",),
+    "GGML_F16C": ("f16c",),
+    "GGML_BMI2": ("bmi2",),
+    "GGML_AVX_VNNI": ("avx_vnni",),
+    "GGML_AVX512": ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"),
+    "GGML_AVX512_VBMI": ("avx512vbmi",),
+    "GGML_AVX512_VNNI": ("avx512_vnni",),
+    "GGML_AVX512_BF16": ("avx512_bf16",),
+}
+NEVER = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
+
+
+def build_dir() -> Path:
+    return Path(os.environ.get("LLAMA_ACTORS_BUILD_DIR", ROOT / "build" / "llama"))
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def feature_options(flags: set[str], ceiling: str | None = None) -> dict[str, bool]:
+    """Map CPU flags to ggml options. ceiling="avx2" caps the set (for comparisons)."""
+    opts = {name: all(f in flags for f in need) for name, need in X86_FEATURES.items()}
+    if ceiling == "avx2":
+        for name in list(opts):
+            if "AVX512" in name:
+                opts[name] = False
+    if opts["GGML_AVX512"] is False:
+        for name in ("GGML_AVX512_VBMI", "GGML_AVX512_VNNI", "GGML_AVX512_BF16"):
+            opts[name] = False
+    for name in NEVER:
+        opts[name] = False
+    return opts
+
+
+def cmake_args(ceiling: str | None = None) -> list[str]:
+    args = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
+        "-DBUILD_SHARED_LIBS=OFF",
+        "-DGGML_NATIVE=OFF",
+        "-DGGML_BACKEND_DL=OFF",
+        "-DGGML_CPU_ALL_VARIANTS=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_SERVER=OFF",
+        "-DLLAMA_BUILD_APP=OFF",
+        # Tools are configured so bench/ can build llama-bench on demand; the
+        # default target list below never compiles them.
+        "-DLLAMA_BUILD_TOOLS=ON",
+        "-DLLAMA_BUILD_COMMON=ON",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_OPENSSL=OFF",
+        "-DGGML_OPENMP=ON",
+    ]
+    if platform.machine() in ("x86_64", "AMD64"):
+        for name, on in feature_options(cpu_flags(), ceiling).items():
+            args.append(f"-D{name}={'ON' if on else 'OFF'}")
+    args += shlex.split(os.environ.get("LLAMA_ACTORS_CMAKE_ARGS", ""))
+    return args
+
+
+def configure(bdir: Path, ceiling: str | None = None) -> None:
+    args = cmake_args(ceiling)
+    stamp = bdir / "llama-actors-cmake-args.json"
+    if (bdir / "CMakeCache.txt").exists() and stamp.exists() and json.loads(stamp.read_text()) == args:
+        return
+    bdir.mkdir(parents=True, exist_ok=True)
+    print(f"[build] cmake configure in {bdir}", flush=True)
+    print("[build]   " + " ".join(a for a in args if a.startswith("-DGGML_") or "CMAKE_ARGS" in a), flush=True)
+    subprocess.run(["cmake", "-S", str(VENDOR), "-B", str(bdir), *args], check=True,
+                   stdout=subprocess.DEVNULL if os.environ.get("LLAMA_ACTORS_QUIET") else None)
+    stamp.write_text(json.dumps(args))
+
+
+def build(targets: list[str], bdir: Path | None = None, ceiling: str | None = None) -> Path:
+    bdir = bdir or build_dir()
+    if not (VENDOR / "CMakeLists.txt").exists():
+        raise SystemExit("[build] vendor/llama.cpp is missing: run scripts/fetch_llama.py first")
+    configure(bdir, ceiling)
+    jobs = str(os.cpu_count() or 2)
+    print(f"[build] cmake --build {bdir} --target {' '.join(targets)} -j{jobs} (first build takes minutes)", flush=True)
+    subprocess.run(["cmake", "--build", str(bdir), "--config", "Release", "-j", jobs, "--target", *targets],
+                   check=True)
+    return bdir
+
+
+def static_libs(bdir: Path | None = None) -> list[Path]:
+    """The archives to link, in dependency order (llama before ggml)."""
+    bdir = bdir or build_dir()
+    order = ["libllama.a", "libggml.a", "libggml-cpu.a", "libggml-base.a"]
+    found: dict[str, Path] = {}
+    for p in bdir.rglob("*.a"):
+        found.setdefault(p.name, p)
+    missing = [n for n in order if n not in found]
+    if missing:
+        raise SystemExit(f"[build] missing static libraries {missing} in {bdir}")
+    extra = sorted(p for n, p in found.items() if n.startswith("libggml-") and n not in order)
+    # GPU backends (libggml-cuda.a, ...) sit between ggml and ggml-base.
+    return [found["libllama.a"], found["libggml.a"], *extra, found["libggml-cpu.a"], found["libggml-base.a"]]
+
+
+def main(argv: list[str]) -> int:
+    targets = argv or ["llama", "ggml"]
+    build(targets)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
