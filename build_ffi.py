@@ -53,7 +53,7 @@ def make_builder() -> FFI:
     ffi.set_source(
         "actors.model._native",
         '#include "la_shim.h"',
-        sources=[str(ROOT / "csrc" / "la_shim.cpp")],
+        sources=["csrc/la_shim.cpp"],  # setuptools insists on paths relative to setup.py
         source_extension=".cpp",
         include_dirs=[str(ROOT / "csrc"), str(vendor / "include"), str(vendor / "ggml" / "include")],
         extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],
@@ -68,6 +68,9 @@ ffibuilder = make_builder()
 
 if __name__ == "__main__":
     # Build in place for development: python build_ffi.py
+    import os
+
+    os.chdir(ROOT)
     ffibuilder.compile(tmpdir=str(ROOT / "build" / "cffi"), verbose=True)
     built = sorted((ROOT / "build" / "cffi").rglob("_native*.so"))
     target = ROOT / "actors" / "model"

@@ -39,7 +39,7 @@ void log_callback(enum ggml_log_level level, const char * text, void *) {
         return;
     }
     if (level == GGML_LOG_LEVEL_CONT) {
-        if (g_last_was_error) {
+        if (g_last_was_error && g_last_error.size() < 4096) {
             g_last_error.append(text);
         }
         if (g_last_printed) {
@@ -47,9 +47,11 @@ void log_callback(enum ggml_log_level level, const char * text, void *) {
         }
         return;
     }
+    // Error lines accumulate (callers clear before a call) because llama.cpp
+    // often logs the specific cause first and a generic failure line last.
     g_last_was_error = level == GGML_LOG_LEVEL_ERROR;
-    if (g_last_was_error) {
-        g_last_error.assign(text);
+    if (g_last_was_error && g_last_error.size() < 4096) {
+        g_last_error.append(text);
     }
     int threshold = g_log_level.load(std::memory_order_relaxed);
     g_last_printed = threshold > 0 && static_cast<int>(level) >= threshold;
