@@ -39,7 +39,8 @@ def machine() -> dict[str, Any]:
 
 def run_cache(smoke: bool) -> dict[str, Any]:
     script = ROOT / "bench" / "cache_bench.py"
-    cmd = [sys.executable, str(script), *(["--smoke"] if smoke else [])]
+    small = ["--rows", "500", "--prompt-tokens", "2048", "--blob-mb", "4", "--lookup-reps", "20", "--load-reps", "2"]
+    cmd = [sys.executable, str(script), *(small if smoke else [])]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
