@@ -36,7 +36,7 @@ def cdef_text() -> str:
     return match.group(1)
 
 
-def make_builder() -> FFI:
+def make_builder(absolute_sources: bool = False) -> FFI:
     fetch_llama.main()
     bdir = build_llama.build(["llama", "ggml"])
     libs = build_llama.static_libs(bdir)
@@ -53,7 +53,8 @@ def make_builder() -> FFI:
     ffi.set_source(
         "actors.model._native",
         '#include "la_shim.h"',
-        sources=["csrc/la_shim.cpp"],  # setuptools insists on paths relative to setup.py
+        # setuptools insists on paths relative to setup.py; cffi's own compile() runs in a tmpdir
+        sources=[str(ROOT / "csrc" / "la_shim.cpp") if absolute_sources else "csrc/la_shim.cpp"],
         source_extension=".cpp",
         include_dirs=[str(ROOT / "csrc"), str(vendor / "include"), str(vendor / "ggml" / "include")],
         extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],
@@ -71,9 +72,15 @@ if __name__ == "__main__":
     import os
 
     os.chdir(ROOT)
-    ffibuilder.compile(tmpdir=str(ROOT / "build" / "cffi"), verbose=True)
+    make_builder(absolute_sources=True).compile(tmpdir=str(ROOT / "build" / "cffi"), verbose=True)
     built = sorted((ROOT / "build" / "cffi").rglob("_native*.so"))
     target = ROOT / "actors" / "model"
     for so in built:
-        (target / so.name).write_bytes(so.read_bytes())
+        # Replace atomically: a running process keeps its mapped copy intact.
+        tmp = target / (so.name + ".tmp")
+        tmp.write_bytes(so.read_bytes())
+        os.replace(tmp, target / so.name)
+        for stale in target.glob("_native*.so"):
+            if stale.name != so.name:
+                stale.unlink()  # an older build under another ABI tag would shadow or confuse
         print(f"[ffi] installed {target / so.name}")

@@ -958,6 +958,23 @@ extern "C" int32_t la_decode_one(la_context * c, int32_t seq, la_sampler * s, in
     });
 }
 
+extern "C" int32_t la_sample(la_context * c, int32_t seq, la_sampler * s, int32_t * token, bool * eog) {
+    return guarded([&] {
+        if (token == nullptr || eog == nullptr || s == nullptr) {
+            return static_cast<int32_t>(LA_E_BAD_ARG);
+        }
+        LA_LOCK_CTX_SEQ(c, seq);
+        int32_t tok = -1;
+        if (int32_t rc = sample_locked(c, seq, s, &tok)) {
+            return rc;
+        }
+        c->has_logits[seq] = 0;
+        *token = tok;
+        *eog = llama_vocab_is_eog(c->vocab, tok);
+        return static_cast<int32_t>(LA_OK);
+    });
+}
+
 extern "C" int32_t la_get_logits(la_context * c, int32_t seq, float * out, int32_t cap, int32_t * n_out) {
     return guarded([&] {
         LA_LOCK_CTX_SEQ(c, seq);

@@ -527,6 +527,18 @@ class Context(_Handle):
         _check(lib.la_decode_one(self._ptr(), seq, sampler._ptr(), tok, eog))
         return StepResult(seq, tok[0], bool(eog[0]))
 
+    def sample(self, seq: int, sampler: Sampler) -> StepResult:
+        """Sample the next token of `seq` from its pending logits without decoding it.
+
+        The token is known at once (time to first token after a cache restore is
+        just this call); append it later with a Prefill row or prefill().
+        """
+        ffi, lib = native()
+        tok = ffi.new("int32_t*")
+        eog = ffi.new("bool*")
+        _check(lib.la_sample(self._ptr(), seq, sampler._ptr(), tok, eog))
+        return StepResult(seq, tok[0], bool(eog[0]))
+
     def generate(self, seq: int, prompt: Sequence[int], sampler: Sampler, max_tokens: int) -> list[int]:
         """Prefill `prompt` (may be empty if logits are pending) and sample up to max_tokens; excludes EOG."""
         if prompt:

@@ -211,3 +211,19 @@ def test_random_tokens_never_crash(model: Model, tokens: list[int], seq: int) ->
             assert e.reason in {"bad_token", "bad_seq", "bad_arg", "context_overflow"}
         else:
             assert c.seq_len(seq) == len(tokens)
+
+
+def test_sample_then_prefill_equals_decode_one(model: Model) -> None:
+    p = model.tokenize(PROMPT)
+    reference = cold(model, p)
+    out: list[int] = []
+    with model.new_context(n_ctx=512) as c, model.sampler() as s:
+        c.prefill(0, p)
+        for _ in range(N):
+            r = c.sample(0, s)  # known before any decode: what a warm hit streams first
+            assert not c.has_logits(0)
+            if r.eog:
+                break
+            out.append(r.token)  # type: ignore[arg-type]
+            c.prefill(0, [r.token])  # type: ignore[list-item]
+    assert out == reference
