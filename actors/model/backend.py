@@ -1,0 +1,460 @@
+"""The small surface the model engine needs from an inference backend.
+
+``LlamaBackend`` wraps the native binding; ``StubBackend`` is a
+deterministic stand-in for fast scheduler tests.  The stub's next token
+is a hash of the sequence's *content* (the tokens in its KV) and of the
+sampler's parameters, never of the slot number: a scheduler bug that
+feeds one request's rows into another sequence, or swaps samplers,
+changes the output and shows in tests, while a cache restore (same
+content, another slot) gives the same tokens as a cold run, exactly like
+the real model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import signal
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from actors.cache.key import ctx_params_hash, effective_fingerprint
+from actors.model.errors import InvalidInputError, LlamaError, OptionError, error_for
+from actors.model.llama import Decode, Prefill, StepResult
+from actors.model.options import parse_sampler_options
+
+
+class Backend(Protocol):
+    """What the engine calls; everything runs on the model's single worker thread."""
+
+    name: str
+    n_seq_max: int
+    n_batch: int
+    n_ctx_seq: int
+    n_vocab: int
+    fingerprint: bytes
+    quant: int
+    ctx_hash: bytes
+    context_size: int
+
+    def info(self) -> dict[str, Any]: ...
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]: ...
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+    def piece(self, token: int) -> bytes: ...
+    def is_eog(self, token: int) -> bool: ...
+    def valid_token(self, token: int) -> bool: ...
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], system: str | None,
+                            tools: Sequence[Mapping[str, Any]] | None, add_assistant: bool) -> str: ...
+    def embed(self, tokens: Sequence[int]) -> list[float]: ...
+    def new_sampler(self, options: Mapping[str, Any]) -> Any: ...
+    def free_sampler(self, sampler: Any) -> None: ...
+    def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]: ...
+    def sample(self, seq: int, sampler: Any) -> int | None: ...
+    def kv_pack(self, seq: int) -> bytes | bytearray: ...
+    def kv_unpack(self, seq: int, blob: bytes | bytearray | memoryview) -> None: ...
+    def get_logits(self, seq: int) -> bytes: ...
+    def set_logits(self, seq: int, logits: bytes | bytearray | memoryview) -> None: ...
+    def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None: ...
+    def seq_len(self, seq: int) -> int: ...
+    def crash(self, how: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def native_crash(how: str) -> None:
+    """A real fault of this process (test hook): SIGSEGV, SIGABRT or SIGKILL."""
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "abort":
+        os.abort()
+    else:
+        ctypes.string_at(0)  # NULL read: a genuine SIGSEGV
+    time.sleep(5)  # pragma: no cover - the signal is on its way
+
+
+# --------------------------------------------------------------------------- llama
+
+
+class LlamaBackend:
+    name = "llama"
+
+    def __init__(self, path: str | None, model_options: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+        from actors.model.llama import Model
+
+        self.model = Model(path, **dict(model_options))
+        try:
+            self.ctx = self.model.new_context(**dict(context))
+        except BaseException:
+            self.model.close()
+            raise
+        ci = self.ctx.info
+        self.n_seq_max = ci.n_seq_max
+        self.n_batch = ci.n_batch
+        self.n_ctx_seq = ci.n_ctx_seq
+        self.context_size = ci.n_ctx
+        self.n_vocab = self.model.info.n_vocab
+        self.fingerprint = effective_fingerprint(self.model.fingerprint, [])
+        self.quant = self.model.info.ftype if 0 <= self.model.info.ftype <= 255 else 0
+        self.ctx_hash = ctx_params_hash(self.ctx.options.layout())
+        self._embed_ctx: Any = None
+        self._context_opts = dict(context)
+        self._np: Any = None
+        self._sample_native = hasattr(self.ctx, "sample")
+        if not self._sample_native:
+            try:
+                import numpy
+
+                self._np = numpy
+            except ImportError:  # pragma: no cover - numpy ships with the test extra
+                self._np = None
+
+    def info(self) -> dict[str, Any]:
+        mi, ci = self.model.info, self.ctx.info
+        return {"backend": "llama", "path": mi.path, "description": mi.description, "n_params": mi.n_params,
+                "n_vocab": mi.n_vocab, "n_ctx": ci.n_ctx, "n_ctx_seq": ci.n_ctx_seq, "n_batch": ci.n_batch,
+                "n_seq_max": ci.n_seq_max, "n_threads": ci.n_threads, "fingerprint": self.fingerprint.hex(),
+                "sample_first": "native" if self._sample_native else ("greedy-numpy" if self._np else "none")}
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        return self.model.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.model.detokenize(list(tokens))
+
+    def piece(self, token: int) -> bytes:
+        return self.model.token_to_piece(token)
+
+    def is_eog(self, token: int) -> bool:
+        return self.model.is_eog(token)
+
+    def valid_token(self, token: int) -> bool:
+        return isinstance(token, int) and not isinstance(token, bool) and 0 <= token < self.n_vocab
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], system: str | None,
+                            tools: Sequence[Mapping[str, Any]] | None, add_assistant: bool) -> str:
+        return self.model.apply_chat_template(messages, system=system, tools=tools, add_assistant=add_assistant)
+
+    def embed(self, tokens: Sequence[int]) -> list[float]:
+        if self._embed_ctx is None:
+            n_ctx = min(int(self._context_opts.get("n_ctx", 2048) or 2048), 2048)
+            self._embed_ctx = self.model.new_context(n_ctx=n_ctx, n_batch=n_ctx, embeddings=True, pooling="mean")
+        self._embed_ctx.seq_clear(0)
+        return self._embed_ctx.embed(tokens)
+
+    def new_sampler(self, options: Mapping[str, Any]) -> Any:
+        return self.model.sampler(**dict(options))
+
+    def free_sampler(self, sampler: Any) -> None:
+        sampler.close()
+
+    def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]:
+        return self.ctx.step(rows)
+
+    def sample(self, seq: int, sampler: Any) -> int | None:
+        """Sample from the pending logits without a decode (the token is appended later by a prefill row).
+
+        Uses a native sample-only call when the binding has one; otherwise,
+        for plain greedy samplers only, the argmax of the logits (what the
+        greedy sampler picks: first maximum).  None: not possible here; the
+        engine then uses a normal decode row.
+        """
+        if self._sample_native:
+            r = self.ctx.sample(seq, sampler)
+            return int(r.token) if not isinstance(r, int) else r
+        o = sampler.options
+        if self._np is None or o.temperature > 0 or o.grammar or o.repetition_penalty != 1.0:
+            return None
+        logits = self._np.frombuffer(self.ctx.get_logits(seq), dtype=self._np.float32)
+        tok = int(logits.argmax())
+        sampler.accept(tok)
+        return tok
+
+    def kv_pack(self, seq: int) -> bytearray:
+        return self.ctx.kv_pack(seq)
+
+    def kv_unpack(self, seq: int, blob: bytes | bytearray | memoryview) -> None:
+        self.ctx.kv_unpack(seq, blob)
+
+    def get_logits(self, seq: int) -> bytes:
+        return self.ctx.get_logits(seq)
+
+    def set_logits(self, seq: int, logits: bytes | bytearray | memoryview) -> None:
+        self.ctx.set_logits(seq, logits)
+
+    def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None:
+        self.ctx.seq_rm(seq, p0, p1)
+
+    def seq_len(self, seq: int) -> int:
+        return self.ctx.seq_len(seq)
+
+    def crash(self, how: str) -> None:
+        if how in ("segv", "abort"):
+            from actors.model.llama import debug_crash
+
+            debug_crash(how)
+        native_crash(how)
+
+    def close(self) -> None:
+        if self._embed_ctx is not None:
+            self._embed_ctx.close()
+        self.ctx.close()
+        self.model.close()
+
+
+# --------------------------------------------------------------------------- stub
+
+_SPECIALS = 3  # 0 pad, 1 bos, 2 eos
+BOS, EOS = 1, 2
+_BLOB_MAGIC = b"STUBKV1\x00"
+
+
+@dataclass(frozen=True)
+class StubConfig:
+    """Knobs of the stub backend.
+
+    ``alphabet``: characters generated tokens spell (their UTF-8 bytes are
+    emitted one token per byte, so multi-byte characters exercise the
+    UTF-8-safe streaming).  ``eog_every``: a generated token is EOS when the
+    content hash is divisible by it (0 = never).  ``step_delay_s`` and
+    ``token_delay_s`` simulate compute per step and per batch token.
+    """
+
+    n_seq_max: int = 4
+    n_batch: int = 64
+    n_ctx: int = 4096
+    alphabet: str = "abcdefghijklmnopqrstuvwxyz "
+    eog_every: int = 0
+    step_delay_s: float = 0.0
+    token_delay_s: float = 0.0
+    model_name: str = "stub"
+
+
+def _utf8_incomplete_tail(data: bytes) -> bytes:
+    """The trailing bytes of ``data`` that start a UTF-8 character not finished yet."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b & 0xC0 == 0x80:  # continuation byte
+            continue
+        need = 2 if b & 0xE0 == 0xC0 else 3 if b & 0xF0 == 0xE0 else 4 if b & 0xF8 == 0xF0 else 1
+        return data[-back:] if need > back else b""
+    return b""
+
+
+class StubSampler:
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = parse_sampler_options(dict(options))
+        o = self.options
+        self.tag = struct.pack("<dI", o.temperature, o.seed) + (o.grammar or "").encode()
+        self.closed = False
+
+
+class StubBackend:
+    name = "stub"
+
+    def __init__(self, config: StubConfig | Mapping[str, Any] | None = None) -> None:
+        cfg = config if isinstance(config, StubConfig) else StubConfig(**dict(config or {}))
+        if not cfg.alphabet:
+            raise OptionError("alphabet", "must not be empty")
+        self.cfg = cfg
+        self.n_seq_max = cfg.n_seq_max
+        self.n_batch = cfg.n_batch
+        per_seq = -(-cfg.n_ctx // cfg.n_seq_max)
+        self.n_ctx_seq = max(256, -(-per_seq // 256) * 256)  # as llama.cpp: n_ctx / n_seq_max rounded up to 256
+        self.context_size = cfg.n_ctx
+        self.n_vocab = _SPECIALS + 256
+        self.fingerprint = effective_fingerprint(hashlib.sha256(b"stub-model:" + cfg.alphabet.encode()).digest(), [])
+        self.quant = 0
+        self.ctx_hash = ctx_params_hash({"type_k": 1, "type_v": 1, "flash_attn": -1})
+        self._kv: dict[int, list[int]] = {s: [] for s in range(cfg.n_seq_max)}
+        self._logits: dict[int, bytes | None] = {s: None for s in range(cfg.n_seq_max)}
+        self.steps: list[list[tuple[int, str, int]]] = []  # (seq, kind, n) per step, for tests
+        self.closed = False
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": "stub", "n_vocab": self.n_vocab, "n_ctx": self.context_size, "n_ctx_seq": self.n_ctx_seq,
+                "n_batch": self.n_batch, "n_seq_max": self.n_seq_max, "fingerprint": self.fingerprint.hex(),
+                "sample_first": "native"}
+
+    # -- text --------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        raw = text.encode("utf-8")
+        return ([BOS] if add_special else []) + [b + _SPECIALS for b in raw]
+
+    def piece(self, token: int) -> bytes:
+        return bytes([token - _SPECIALS]) if token >= _SPECIALS else b""
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return token == EOS
+
+    def valid_token(self, token: int) -> bool:
+        return isinstance(token, int) and not isinstance(token, bool) and 0 <= token < self.n_vocab
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], system: str | None,
+                            tools: Sequence[Mapping[str, Any]] | None, add_assistant: bool) -> str:
+        from actors.model.llama import normalise_messages
+
+        parts = [f"<{role}>{text}\n" for role, text in normalise_messages(messages, system, tools)]
+        return "".join(parts) + ("<assistant>" if add_assistant else "")
+
+    def embed(self, tokens: Sequence[int]) -> list[float]:
+        h = hashlib.sha256(struct.pack(f"<{len(tokens)}i", *tokens)).digest()
+        return [b / 255.0 for b in h[:16]]
+
+    # -- sampling ----------------------------------------------------------------
+
+    def new_sampler(self, options: Mapping[str, Any]) -> StubSampler:
+        return StubSampler(options)
+
+    def free_sampler(self, sampler: Any) -> None:
+        sampler.closed = True
+
+    def _digest(self, tokens: Sequence[int]) -> bytes:
+        return hashlib.blake2b(struct.pack(f"<{len(tokens)}i", *tokens), digest_size=16).digest()
+
+    def _next_token(self, seq: int, sampler: StubSampler) -> int:
+        logits = self._logits[seq]
+        if logits is None:
+            raise error_for(9, f"seq {seq} has no pending logits")
+        if sampler.closed:
+            raise error_for(2, "sampler is closed")
+        h = int.from_bytes(hashlib.blake2b(logits + sampler.tag, digest_size=8).digest(), "little")
+        if self.cfg.eog_every and h % self.cfg.eog_every == 0:
+            return EOS
+        tail = _utf8_incomplete_tail(bytes(t - _SPECIALS for t in self._kv[seq][-3:] if t >= _SPECIALS))
+        if tail:  # finish the multi-byte character already started
+            for ch in self.cfg.alphabet:
+                enc = ch.encode()
+                if len(enc) > len(tail) and enc.startswith(tail):
+                    return enc[len(tail)] + _SPECIALS
+        ch = self.cfg.alphabet[h % len(self.cfg.alphabet)]
+        return ch.encode()[0] + _SPECIALS
+
+    def sample(self, seq: int, sampler: Any) -> int | None:
+        self._check_seq(seq)
+        tok = self._next_token(seq, sampler)
+        self._logits[seq] = None
+        return tok
+
+    # -- steps -------------------------------------------------------------------
+
+    def _check_seq(self, seq: int) -> None:
+        if not isinstance(seq, int) or not 0 <= seq < self.n_seq_max:
+            raise error_for(11, f"seq {seq}")
+
+    def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]:
+        if self.closed:
+            raise error_for(2, "closed")
+        seen: set[int] = set()
+        total = 0
+        for row in rows:
+            self._check_seq(row.seq)
+            if row.seq in seen:
+                raise error_for(3, f"seq {row.seq} twice in one step")
+            seen.add(row.seq)
+            if isinstance(row, Prefill):
+                if not row.tokens:
+                    raise error_for(3, "empty prefill row")
+                if any(not self.valid_token(t) for t in row.tokens):
+                    raise error_for(10, "bad token")
+                adds = len(row.tokens)
+            else:
+                if self._logits[row.seq] is None:
+                    raise error_for(9, f"seq {row.seq} has no pending logits")
+                adds = 1
+            if len(self._kv[row.seq]) + adds > self.n_ctx_seq:
+                raise error_for(7, f"seq {row.seq}")
+            total += adds
+        if total > self.n_batch:
+            raise error_for(8, f"{total} > {self.n_batch}")
+        out: list[StepResult] = []
+        log: list[tuple[int, str, int]] = []
+        for row in rows:
+            if isinstance(row, Decode):
+                tok = self._next_token(row.seq, row.sampler)
+                eog = self.is_eog(tok)
+                if eog:
+                    self._logits[row.seq] = None
+                else:
+                    self._kv[row.seq].append(tok)
+                    self._logits[row.seq] = self._digest(self._kv[row.seq])
+                out.append(StepResult(row.seq, tok, eog))
+                log.append((row.seq, "decode", 1))
+            else:
+                self._kv[row.seq].extend(row.tokens)
+                self._logits[row.seq] = self._digest(self._kv[row.seq])
+                out.append(StepResult(row.seq, None, False))
+                log.append((row.seq, "prefill", len(row.tokens)))
+        self.steps.append(log)
+        delay = self.cfg.step_delay_s + self.cfg.token_delay_s * total
+        if delay > 0:
+            time.sleep(delay)
+        return out
+
+    # -- state -------------------------------------------------------------------
+
+    def kv_pack(self, seq: int) -> bytes:
+        self._check_seq(seq)
+        toks = self._kv[seq]
+        return _BLOB_MAGIC + struct.pack(f"<I{len(toks)}i", len(toks), *toks)
+
+    def kv_unpack(self, seq: int, blob: bytes | bytearray | memoryview) -> None:
+        self._check_seq(seq)
+        raw = bytes(blob)
+        if not raw.startswith(_BLOB_MAGIC) or len(raw) < len(_BLOB_MAGIC) + 4:
+            raise error_for(16, "not a stub state blob")
+        (n,) = struct.unpack_from("<I", raw, len(_BLOB_MAGIC))
+        if len(raw) != len(_BLOB_MAGIC) + 4 + 4 * n:
+            raise error_for(16, "truncated stub state blob")
+        self._kv[seq] = list(struct.unpack_from(f"<{n}i", raw, len(_BLOB_MAGIC) + 4))
+        self._logits[seq] = None
+
+    def get_logits(self, seq: int) -> bytes:
+        self._check_seq(seq)
+        lg = self._logits[seq]
+        if lg is None:
+            raise error_for(9, f"seq {seq}")
+        return lg
+
+    def set_logits(self, seq: int, logits: bytes | bytearray | memoryview) -> None:
+        self._check_seq(seq)
+        if len(logits) != 16:
+            raise InvalidInputError("bad_arg", "stub logits are 16 bytes")
+        self._logits[seq] = bytes(logits)
+
+    def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None:
+        self._check_seq(seq)
+        toks = self._kv[seq]
+        lo = 0 if p0 < 0 else p0
+        hi = len(toks) if p1 < 0 else p1
+        self._kv[seq] = toks[:lo] + toks[hi:]
+        self._logits[seq] = None
+
+    def seq_len(self, seq: int) -> int:
+        self._check_seq(seq)
+        return len(self._kv[seq])
+
+    def kv_tokens(self, seq: int) -> list[int]:
+        """Test helper: the tokens sequence ``seq`` holds."""
+        return list(self._kv[seq])
+
+    def crash(self, how: str) -> None:
+        native_crash(how)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_backend(kind: str, path: str | None, model_options: Mapping[str, Any], context: Mapping[str, Any],
+                 stub: Mapping[str, Any]) -> Backend:
+    if kind == "llama":
+        return LlamaBackend(path, model_options, context)
+    if kind == "stub":
+        return StubBackend(stub)
+    raise LlamaError("bad_option", f"backend: unknown backend {kind!r} (known: llama, stub)")

@@ -1,0 +1,373 @@
+"""Every message a model actor (through its supervisor) accepts or sends.
+
+All are small frozen dataclasses that pickle across thespian processes.
+A user's own thespian actor can drive a model with them:
+
+* send requests to the **model supervisor** (``TreeInfo.models`` from the
+  root supervisor, or ``System.addresses``); it tracks each request so a
+  crash of the model process still answers every caller, and forwards it
+  to the model's current process;
+* every request carries ``req_id`` (unique per caller) and an explicit
+  ``reply_to`` address.  When ``reply_to`` is None the supervisor fills in
+  the sender, so ``ActorSystem.ask`` and ``self.send`` just work;
+* a streaming ``Infer`` sends ``TokenChunk`` messages, then exactly one
+  ``Done`` (or one ``ErrorReply``) to ``reply_to``.  Under load several
+  tokens of one request are coalesced into one chunk, never dropped;
+* every other request gets exactly one reply: its result type or
+  ``ErrorReply``.  After a crash of the model process the reply is
+  ``ErrorReply(reason="model_crashed")``.
+
+Replies echo ``req_id``; a subscriber should ignore messages for
+requests it has already seen finish (a crash racing a final reply can
+add a late ``model_crashed`` error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Prompt = str | tuple[int, ...] | list[int]
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class GenOptions:
+    """Per-request generation options.
+
+    ``sampler`` holds sampler options (``temperature``, ``top_k``,
+    ``top_p``, ``min_p``, ``repetition_penalty``, ``repeat_last_n``,
+    ``seed``, ``grammar``); empty means greedy.  Text prompts are
+    tokenized with ``add_special``/``parse_special``.  ``cache=False``
+    skips lookup and saves; ``tier`` overrides the cache's default tier.
+    """
+
+    max_tokens: int = 64
+    sampler: dict[str, Any] = field(default_factory=dict)
+    parent_key: bytes | None = None
+    session_id: str | None = None
+    add_special: bool = True
+    parse_special: bool = True
+    cache: bool = True
+    tier: str | None = None
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Base of requests addressed to one model (routed by ``model``)."""
+
+    model: str
+    req_id: str
+    reply_to: Any = None
+
+
+@dataclass(frozen=True)
+class Complete(ModelRequest):
+    """Generate and answer once with a ``Completion``."""
+
+    prompt: Prompt = ""
+    options: GenOptions = field(default_factory=GenOptions)
+
+
+@dataclass(frozen=True)
+class Infer(ModelRequest):
+    """Generate and stream ``TokenChunk``s then one ``Done`` to ``reply_to`` (the subscriber)."""
+
+    prompt: Prompt = ""
+    options: GenOptions = field(default_factory=GenOptions)
+
+
+@dataclass(frozen=True)
+class PrefillOnly(ModelRequest):
+    """Load the prompt into KV (cache restore + prefill), save it, sample nothing.
+
+    The reply is a ``Completion`` with ``finish_reason="prefill"`` whose
+    ``finish_key`` is the ``parent_key`` for a later request.
+    """
+
+    prompt: Prompt = ""
+    options: GenOptions = field(default_factory=GenOptions)
+
+
+@dataclass(frozen=True)
+class Continue(ModelRequest):
+    """Append caller-asserted ``suffix`` tokens to a pinned session's live sequence.
+
+    No prefix check and no cache lookup: the caller vouches that the
+    suffix follows the session's stored tokens.  ``stream=True`` streams
+    like ``Infer``; otherwise one ``Completion``.  Errors: ``no_session``,
+    ``sticky_busy``.
+    """
+
+    suffix: Prompt = ()
+    options: GenOptions = field(default_factory=GenOptions)
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class Cancel(ModelRequest):
+    """Stop request ``target`` (idempotent).  The target's caller gets its
+    final reply with ``finish_reason="cancelled"``; no reply to the cancel itself."""
+
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class EndSession(ModelRequest):
+    """Free a sticky session's sequence (idempotent); replies ``Value(True|False)`` (False: unknown id)."""
+
+    session_id: str = ""
+
+
+@dataclass(frozen=True)
+class Evict(ModelRequest):
+    """Save idle sessions (reason ``evict``) and free their sequences; None = all idle sessions.
+
+    Replies ``Value({"evicted": n, "keys": [...]})``.
+    """
+
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Tokenize(ModelRequest):
+    text: str = ""
+    add_special: bool = True
+    parse_special: bool = False
+
+
+@dataclass(frozen=True)
+class Detokenize(ModelRequest):
+    tokens: tuple[int, ...] | list[int] = ()
+
+
+@dataclass(frozen=True)
+class ApplyChatTemplate(ModelRequest):
+    """Render through the model's chat template; ``tokenize=True`` answers token ids."""
+
+    messages: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()
+    system: str | None = None
+    tools: tuple[dict[str, Any], ...] | list[dict[str, Any]] | None = None
+    add_assistant: bool = True
+    tokenize: bool = False
+
+
+@dataclass(frozen=True)
+class Embed(ModelRequest):
+    """Pooled embedding of a text or token list (the model keeps a small embeddings context for it)."""
+
+    input: Prompt = ""
+
+
+@dataclass(frozen=True)
+class ModelStatusReq(ModelRequest):
+    """Rich status, answered by the model actor's message thread (never waits for a decode)."""
+
+
+@dataclass(frozen=True)
+class DebugCrash(ModelRequest):
+    """Test hook: crash the model process at its next tick (``segv``, ``abort`` or ``kill``),
+    or raise a Python exception inside the tick (``raise``: in-flight requests get ``internal_error``).
+
+    Refused with ``ErrorReply("debug_disabled")`` unless the model was
+    loaded with ``allow_debug_crash=True``.
+    """
+
+    how: str = "segv"
+
+
+# --------------------------------------------------------------------------- replies and events
+
+
+@dataclass(frozen=True)
+class CacheDelta:
+    """``read``: tokens served from a warm prefix (cache row or live sticky cells);
+    ``created``: tokens this request added to the cache beyond that prefix."""
+
+    read: int = 0
+    created: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Result of Complete / PrefillOnly / Continue, and the payload of ``Done``.
+
+    ``context_tokens`` are the tokens whose state the model holds after the
+    request (prompt + generated; a last token that was sampled but not yet
+    decoded when generation stopped is in ``generated`` only), and
+    ``committed_tokens`` is their count.  ``finish_key`` is the cache key of
+    exactly those tokens when such a row exists (pass it as ``parent_key``).
+    ``finish_reason``: ``stop`` (end of generation), ``length``
+    (max_tokens or the sequence's context is full), ``cancelled``, or
+    ``prefill`` (PrefillOnly).  ``cache_hit_kind``: ``exact``, ``partial``,
+    ``cold``, ``sticky`` or ``continuation``.
+    """
+
+    req_id: str
+    reply: str
+    generated: tuple[int, ...]
+    context_tokens: tuple[int, ...]
+    committed_tokens: int
+    finish_key: bytes | None
+    cache_hit_kind: str
+    finish_reason: str
+    cache_delta: CacheDelta
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """Streamed output: ``text`` holds only complete UTF-8 characters (bytes of a
+    character split across tokens are held back until it is complete)."""
+
+    req_id: str
+    text: str
+    token_ids: tuple[int, ...]
+    ts: float = 0.0  # wall clock when the chunk's first token was sampled (delivery latency)
+
+
+@dataclass(frozen=True)
+class Done:
+    req_id: str
+    result: Completion
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """``reason`` is machine-readable (``model_crashed``, ``no_such_model``,
+    ``sticky_busy``, ``no_session``, ``session_pool_full``, ``context_overflow``,
+    ``bad_option``, ``bad_request``, ``internal_error``, ...)."""
+
+    req_id: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Value:
+    """Generic one-value reply (pass-throughs, end_session, evict)."""
+
+    req_id: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    req_id: str
+    model: str
+    status: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- supervisor <-> model actor
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How to start one model actor; kept by the supervisor and reused verbatim on restart.
+
+    ``backend``: ``llama`` (``path`` None = the bundled model) or ``stub``
+    (deterministic, no model file; ``stub`` holds ``StubConfig`` fields).
+    ``context`` are ``Model.new_context`` options (``n_ctx``, ``n_batch``,
+    ``n_seq_max``, ...), ``model_options`` are ``Model(...)`` options.
+    """
+
+    backend: str = "llama"
+    path: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    prefill_chunk_size: int | None = None
+    stub: dict[str, Any] = field(default_factory=dict)
+    use_cache: bool = True
+    allow_debug_crash: bool = False
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    model_id: str
+    config: ModelConfig
+    req_id: str = ""
+    reply_to: Any = None
+
+
+@dataclass(frozen=True)
+class UnloadModel:
+    """Graceful: live sessions and in-flight sequences get a ``shutdown`` save, then the process stops."""
+
+    model_id: str
+    req_id: str = ""
+    reply_to: Any = None
+    save: bool = True
+
+
+@dataclass(frozen=True)
+class ListModels:
+    req_id: str = ""
+    reply_to: Any = None
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    req_id: str
+    model_id: str
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelInit:
+    """First message to a (re)started model actor."""
+
+    model_id: str
+    config: ModelConfig
+    supervisor: Any
+    meta: Any
+    cache_config: Any
+    admin_port: int
+    obs_path: str | None
+    obs_slot: int
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class ModelReady:
+    model_id: str
+    pid: int
+    info: dict[str, Any]
+    cache_client_id: str | None
+
+
+@dataclass(frozen=True)
+class ModelLoadFailed:
+    model_id: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class RequestDone:
+    """Model -> supervisor: stop tracking these requests (their final reply is out)."""
+
+    req_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StopModel:
+    req_id: str = ""
+    save: bool = True
+
+
+@dataclass(frozen=True)
+class ModelStopped:
+    model_id: str
+    req_id: str
+    saved: int
+
+
+@dataclass(frozen=True)
+class CacheRebind:
+    """The cache meta was restarted: subscribe a fresh cache client to ``meta``."""
+
+    meta: Any

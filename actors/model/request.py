@@ -1,0 +1,159 @@
+"""Per-request state of the model engine: a plain class, no I/O.
+
+Invariant: the sequence's KV holds exactly ``target[:pos]``.  ``target``
+starts as the prompt and grows with each generated token.  A token
+sampled without a decode (the first token after a cache restore or a
+prefill, taken straight from the pending logits) is appended to
+``target`` at once and reaches KV through a one-token prefill slice in
+the next step; a decode row samples and appends in the same step.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.model.messages import CacheDelta, Completion, GenOptions
+from actors.model.scheduler import SeqWork
+
+PENDING = "pending"
+PREFILLING = "prefilling"
+GENERATING = "generating"
+DONE = "done"
+
+COMPLETE = "complete"
+INFER = "infer"
+PREFILL_ONLY = "prefill_only"
+CONTINUE = "continue"
+
+
+class Utf8Stream:
+    """Turns token byte pieces into text that never splits a UTF-8 character.
+
+    Incomplete trailing bytes are held until the next piece completes them;
+    invalid bytes become U+FFFD, and ``flush`` releases whatever is held at
+    the end of the stream.
+    """
+
+    def __init__(self) -> None:
+        self._dec = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, piece: bytes) -> str:
+        return self._dec.decode(piece)
+
+    def flush(self) -> str:
+        return self._dec.decode(b"", final=True)
+
+
+@dataclass(eq=False)
+class Request:
+    req_id: str
+    kind: str
+    reply_to: Any
+    stream: bool
+    options: GenOptions
+    target: list[int]
+    order: int
+    prompt_len: int = 0
+    seq: int | None = None
+    pos: int = 0
+    boundary: int = 0
+    logits: bool = False
+    sampler: Any = None
+    generated: list[int] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    utf8: Utf8Stream = field(default_factory=Utf8Stream)
+    hit_kind: str = "cold"
+    read: int = 0
+    saved: dict[int, bytes] = field(default_factory=dict)
+    max_saved: int = 0
+    last_saved: int = 0
+    cancelled: bool = False
+    phase: str = PENDING
+    t_submit: float = field(default_factory=time.perf_counter)
+    t_admit: float = 0.0
+    t_restore: float = 0.0
+    t_prefill_done: float = 0.0
+    t_first: float = 0.0
+    t_done: float = 0.0
+    restore_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.prompt_len:
+            self.prompt_len = len(self.target)
+
+    @property
+    def session_id(self) -> str | None:
+        return self.options.session_id
+
+    @property
+    def remaining_prefill(self) -> int:
+        return len(self.target) - self.pos
+
+    def work(self) -> SeqWork | None:
+        """This request's wish for the next step (None: nothing to do)."""
+        if self.seq is None or self.phase in (PENDING, DONE):
+            return None
+        if self.pos < len(self.target):
+            stop = self.boundary if self.boundary > self.pos else len(self.target)
+            return SeqWork(self.seq, self.order, prefill=stop - self.pos)
+        if self.logits and self.kind != PREFILL_ONLY:
+            return SeqWork(self.seq, self.order, decode=True)
+        return None
+
+    def wants_token(self) -> bool:
+        return len(self.generated) < self.options.max_tokens
+
+    def add_token(self, token: int, piece: bytes, decoded: bool) -> str:
+        """Record a generated token; returns the text it completes (may be empty)."""
+        self.generated.append(token)
+        self.target.append(token)
+        if decoded:
+            self.pos += 1
+        if not self.t_first:
+            self.t_first = time.perf_counter()
+        text = self.utf8.feed(piece)
+        if text:
+            self.text.append(text)
+        return text
+
+    def note_saved(self, length: int, key: bytes, accepted: bool) -> None:
+        self.saved[length] = key
+        if accepted:
+            self.max_saved = max(self.max_saved, length)
+        self.last_saved = max(self.last_saved, length)
+
+    def stats(self) -> dict[str, Any]:
+        t_end = self.t_done or time.perf_counter()
+        base = self.t_admit or self.t_submit
+        gen_n = len(self.generated)
+        decode_s = (t_end - self.t_first) if self.t_first else 0.0
+        return {
+            "prompt_tokens": self.prompt_len,
+            "completion_tokens": gen_n,
+            "queue_ms": round(((self.t_admit or t_end) - self.t_submit) * 1e3, 3),
+            "restore_ms": round(self.restore_s * 1e3, 3),
+            "prefill_ms": round(((self.t_prefill_done or t_end) - base) * 1e3, 3),
+            "ttft_ms": round((self.t_first - base) * 1e3, 3) if self.t_first else None,
+            "decode_ms": round(decode_s * 1e3, 3),
+            "tokens_per_s": round((gen_n - 1) / decode_s, 2) if gen_n > 1 and decode_s > 0 else None,
+            "seq": self.seq,
+        }
+
+    def completion(self, finish_reason: str) -> Completion:
+        context = tuple(self.target[: self.pos])
+        created = max(0, self.max_saved - self.read)
+        return Completion(
+            req_id=self.req_id,
+            reply="".join(self.text),
+            generated=tuple(self.generated),
+            context_tokens=context,
+            committed_tokens=len(context),
+            finish_key=self.saved.get(self.pos),
+            cache_hit_kind=self.hit_kind,
+            finish_reason=finish_reason,
+            cache_delta=CacheDelta(self.read, created),
+            stats=self.stats(),
+        )
