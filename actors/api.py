@@ -1,0 +1,459 @@
+"""A thin synchronous Python client for the actor tree.
+
+::
+
+    from actors.api import System
+
+    with System() as system:                       # starts a loopback-only tree, stops it on exit
+        system.load_model("smol")                  # the bundled SmolLM2; path=... for another GGUF
+        r = system.complete("smol", "The capital of France is", max_tokens=16)
+        print(r.reply, r.cache_hit_kind, r.finish_key)
+        for chunk in system.infer("smol", "Once upon a time", max_tokens=64):
+            print(chunk.text, end="", flush=True)
+
+    system = System.attach(7700)                   # another shell, a running daemon
+
+Every call uses a private thespian context per thread and matches
+replies by ``req_id`` (``ActorSystem.ask`` alone returns whatever
+message reaches the caller first).  Errors arrive as
+:class:`ModelError` with a machine-readable ``reason``.
+
+Keyword options of ``complete``/``infer``/``prefill_only``/``continue_``:
+``max_tokens``, ``parent_key``, ``session_id``, ``cache``, ``tier``,
+``add_special``, ``parse_special``, and any sampler option
+(``temperature``, ``top_k``, ``top_p``, ``min_p``,
+``repetition_penalty``, ``repeat_last_n``, ``seed``, ``grammar``), or a
+``sampler={...}`` dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from actors.model import messages as mm
+from actors.obs import ObsRecord, ObsTable
+from actors.supervisor import messages as sm
+from actors.supervisor import runtime
+
+_GEN_FIELDS = {"max_tokens", "parent_key", "session_id", "add_special", "parse_special", "cache", "tier"}
+_SAMPLER_FIELDS = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed",
+                   "grammar", "grammar_root"}
+DEFAULT_TIMEOUT = 300.0
+
+
+class ModelError(RuntimeError):
+    """A request failed; ``reason`` is machine-readable (see ``actors.model.messages.ErrorReply``)."""
+
+    def __init__(self, reason: str, detail: str = "", req_id: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.req_id = req_id
+
+
+def gen_options(kw: dict[str, Any]) -> mm.GenOptions:
+    """Split keyword options into GenOptions fields and sampler options."""
+    sampler = dict(kw.pop("sampler", None) or {})
+    fields: dict[str, Any] = {}
+    for k, v in kw.items():
+        if k in _GEN_FIELDS:
+            fields[k] = v
+        elif k in _SAMPLER_FIELDS:
+            sampler[k] = v
+        else:
+            raise ModelError("bad_option", f"{k}: unknown option (known: "
+                                           f"{', '.join(sorted(_GEN_FIELDS | _SAMPLER_FIELDS | {'sampler'}))})")
+    return mm.GenOptions(sampler=sampler, **fields)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Receiver:
+    """The client's one inbox: a thread that always listens and routes replies by ``req_id``.
+
+    Every request names this endpoint as ``reply_to``.  Because it is
+    always listening, a sender never waits on us for its acknowledgement
+    (thespian's TCP transport holds a message until the receiver reads
+    it), and a late message for a finished request is simply dropped.
+    Sends go through a separate private context per calling thread.
+    """
+
+    def __init__(self, asys: Any) -> None:
+        from thespian.actors import ExternalContext
+
+        self._asys = asys
+        self.ctx = ExternalContext(asys._systemBase.external_clone())
+        self.address = self.ctx._systemBase.transport.myAddress
+        self._queues: dict[str, queue.SimpleQueue[Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._local = threading.local()
+        self._senders: list[Any] = []
+        self.thread = threading.Thread(target=self._run, name="llama-actors-client-inbox", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.ctx.listen(0.2)
+            except Exception:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.05)
+                continue
+            if msg is None:
+                continue
+            with self._lock:
+                q = self._queues.get(getattr(msg, "req_id", None))
+            if q is not None:
+                q.put(msg)
+
+    def open(self, req_id: str) -> None:
+        with self._lock:
+            self._queues[req_id] = queue.SimpleQueue()
+
+    def finish(self, req_id: str) -> None:
+        with self._lock:
+            self._queues.pop(req_id, None)
+
+    def recv(self, req_id: str, timeout: float) -> Any:
+        with self._lock:
+            q = self._queues.get(req_id)
+        if q is None:
+            raise KeyError(f"request {req_id} is not open")
+        try:
+            return q.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no reply for request {req_id} within {timeout}s") from None
+
+    def send(self, addr: Any, msg: Any) -> None:
+        ctx = getattr(self._local, "ctx", None)
+        if ctx is None:
+            from thespian.actors import ExternalContext
+
+            ctx = ExternalContext(self._asys._systemBase.external_clone())
+            self._local.ctx = ctx
+            with self._lock:
+                self._senders.append(ctx)
+        ctx.tell(addr, msg)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(2.0)
+        with self._lock:
+            senders, self._senders = self._senders, []
+        for ctx in [*senders, self.ctx]:
+            with contextlib.suppress(Exception):
+                ctx.exit_clone()
+
+
+class TokenStream:
+    """Synchronous iterator over an ``infer`` stream: yields ``TokenChunk``s.
+
+    ``result`` holds the final ``Completion`` once the stream ends.  Leaving
+    the loop early (``break``, an exception, ``close()``) cancels the request
+    and waits for its final ``Done``, so nothing is left generating.
+    """
+
+    def __init__(self, system: System, model: str, req_id: str, mailbox: _Receiver, timeout: float) -> None:
+        self.system = system
+        self.model = model
+        self.req_id = req_id
+        self._mb = mailbox
+        self.timeout = timeout
+        self.result: mm.Completion | None = None
+        self.finished = False
+        self.first_token_at: float | None = None
+
+    def __iter__(self) -> Iterator[mm.TokenChunk]:
+        try:
+            while not self.finished:
+                msg = self._mb.recv(self.req_id, self.timeout)
+                if isinstance(msg, mm.TokenChunk):
+                    if self.first_token_at is None:
+                        self.first_token_at = time.perf_counter()
+                    yield msg
+                else:
+                    self._end(msg)
+        finally:
+            if not self.finished:
+                with contextlib.suppress(Exception):
+                    self.close()
+
+    def _end(self, msg: Any) -> None:
+        self.finished = True
+        self._mb.finish(self.req_id)
+        if isinstance(msg, mm.Done):
+            self.result = msg.result
+        elif isinstance(msg, mm.ErrorReply):
+            raise ModelError(msg.reason, msg.detail, msg.req_id)
+        else:
+            raise ModelError("bad_reply", repr(msg), self.req_id)
+
+    def text(self) -> str:
+        """Consume the stream and return the whole reply."""
+        parts = [c.text for c in self]
+        return "".join(parts)
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.system.cancel(self.model, self.req_id)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Cancel if still running and wait for the final message."""
+        if self.finished:
+            return
+        self.cancel()
+        deadline = time.monotonic() + timeout
+        while not self.finished:
+            try:
+                msg = self._mb.recv(self.req_id, max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                self.finished = True
+                self._mb.finish(self.req_id)
+                return
+            if not isinstance(msg, mm.TokenChunk):
+                with contextlib.suppress(ModelError):
+                    self._end(msg)
+
+    def __enter__(self) -> TokenStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class System:
+    """A running actor tree: started here (and stopped on exit) or attached to by port."""
+
+    def __init__(self, port: int | None = None, *, cache: Any = None, attach: bool = False, multi_host: bool = False,
+                 start_timeout: float = 60.0, log_path: str | None = None) -> None:
+        self._started: runtime.Started | None = None
+        if attach:
+            if port is None:
+                raise ValueError("attach needs the admin port")
+        else:
+            self._started = runtime.start(port, cache, multi_host, start_timeout, log_path)
+            port = self._started.port
+        assert port is not None
+        self.port = port
+        self.owner = not attach
+        self._closed = False
+        self._inbox: _Receiver | None = None
+        self._lock = threading.Lock()
+        self._obs: ObsTable | None = None
+        try:
+            self.asys = runtime.attach_system(port, multi_host)
+            root = runtime.find_root(self.asys)
+            deadline = time.monotonic() + start_timeout
+            while True:  # an attach right after the admin came up may precede the tree's start
+                info = runtime.ask(self.asys, root, sm.TreeInfoReq(_new_id()), 30.0)
+                if isinstance(info, sm.TreeInfo) and info.models is not None and info.state == "running":
+                    break
+                if time.monotonic() > deadline or (isinstance(info, sm.TreeInfo) and info.state == "failed"):
+                    raise runtime.RuntimeStartError(f"no running llama-actors tree on port {port}: {info!r}")
+                time.sleep(0.1)
+            self.tree: sm.TreeInfo = info
+        except BaseException:
+            if self._started is not None:
+                runtime.stop(port, self._started.serve, self._started.admin_pid, graceful=False)
+            raise
+
+    @classmethod
+    def attach(cls, port: int, multi_host: bool = False) -> System:
+        return cls(port, attach=True, multi_host=multi_host)
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def admin_pid(self) -> int | None:
+        return self._started.admin_pid if self._started else runtime.listener_pid(self.port)
+
+    def pids(self) -> list[int]:
+        """Every process of the tree (admin session)."""
+        pid = self.admin_pid
+        return runtime.tree_pids(pid) if pid else []
+
+    def _mb(self) -> _Receiver:
+        with self._lock:
+            if self._inbox is None:
+                self._inbox = _Receiver(self.asys)
+            return self._inbox
+
+    def _call(self, msg: Any, timeout: float = DEFAULT_TIMEOUT, dest: Any = None) -> Any:
+        mb = self._mb()
+        msg = replace(msg, reply_to=mb.address)
+        mb.open(msg.req_id)
+        try:
+            mb.send(dest or self.tree.models, msg)
+            reply = mb.recv(msg.req_id, timeout)
+        finally:
+            mb.finish(msg.req_id)
+        if isinstance(reply, mm.ErrorReply):
+            raise ModelError(reply.reason, reply.detail, reply.req_id)
+        return reply
+
+    # ------------------------------------------------------------------ models
+
+    def load_model(self, model_id: str, path: str | None = None, *, backend: str = "llama",
+                   context: dict[str, Any] | None = None, model_options: dict[str, Any] | None = None,
+                   prefill_chunk_size: int | None = None, stub: dict[str, Any] | None = None,
+                   use_cache: bool = True, allow_debug_crash: bool = False, timeout: float = 300.0) -> dict[str, Any]:
+        """Start a model actor (its own process) and wait until the model is loaded; returns its info."""
+        cfg = mm.ModelConfig(backend=backend, path=str(path) if path is not None else None,
+                             model_options=dict(model_options or {}), context=dict(context or {}),
+                             prefill_chunk_size=prefill_chunk_size, stub=dict(stub or {}), use_cache=use_cache,
+                             allow_debug_crash=allow_debug_crash)
+        reply = self._call(mm.LoadModel(model_id, cfg, _new_id()), timeout)
+        return dict(reply.info)
+
+    def unload_model(self, model_id: str, save: bool = True, timeout: float = 120.0) -> None:
+        """Graceful: live sessions and in-flight sequences are saved (reason ``shutdown``) first."""
+        self._call(mm.UnloadModel(model_id, _new_id(), save=save), timeout)
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self._call(mm.ListModels(_new_id()), 30.0).value)
+
+    # ------------------------------------------------------------------ generation
+
+    def complete(self, model: str, prompt: str | Sequence[int], timeout: float = DEFAULT_TIMEOUT,
+                 **options: Any) -> mm.Completion:
+        return self._call(mm.Complete(model, _new_id(), prompt=_prompt(prompt), options=gen_options(options)),
+                          timeout)
+
+    def infer(self, model: str, prompt: str | Sequence[int], timeout: float = DEFAULT_TIMEOUT,
+              **options: Any) -> TokenStream:
+        """Stream the reply; iterate for ``TokenChunk``s, then read ``.result``."""
+        msg = mm.Infer(model, _new_id(), prompt=_prompt(prompt), options=gen_options(options))
+        return self._stream(msg, timeout)
+
+    def _stream(self, msg: Any, timeout: float) -> TokenStream:
+        mb = self._mb()
+        msg = replace(msg, reply_to=mb.address)
+        mb.open(msg.req_id)
+        mb.send(self.tree.models, msg)
+        return TokenStream(self, msg.model, msg.req_id, mb, timeout)
+
+    def prefill_only(self, model: str, prompt: str | Sequence[int], timeout: float = DEFAULT_TIMEOUT,
+                     **options: Any) -> mm.Completion:
+        return self._call(mm.PrefillOnly(model, _new_id(), prompt=_prompt(prompt), options=gen_options(options)),
+                          timeout)
+
+    def continue_(self, model: str, suffix: str | Sequence[int], session_id: str, stream: bool = False,
+                  timeout: float = DEFAULT_TIMEOUT, **options: Any) -> Any:
+        """Append a caller-asserted suffix to a pinned session (Completion, or a TokenStream if ``stream``)."""
+        msg = mm.Continue(model, _new_id(), suffix=_prompt(suffix),
+                          options=gen_options({**options, "session_id": session_id}), stream=stream)
+        return self._stream(msg, timeout) if stream else self._call(msg, timeout)
+
+    def cancel(self, model: str, req_id: str) -> None:
+        """Idempotent; the request's own caller gets its final reply with ``finish_reason="cancelled"``."""
+        mb = self._mb()
+        mb.send(self.tree.models, mm.Cancel(model, _new_id(), mb.address, target=req_id))
+
+    def end_session(self, model: str, session_id: str) -> bool:
+        return bool(self._call(mm.EndSession(model, _new_id(), session_id=session_id), 60.0).value)
+
+    def evict(self, model: str, session_id: str | None = None) -> dict[str, Any]:
+        return dict(self._call(mm.Evict(model, _new_id(), session_id=session_id), 60.0).value)
+
+    # ------------------------------------------------------------------ pass-throughs
+
+    def tokenize(self, model: str, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        return list(self._call(mm.Tokenize(model, _new_id(), text=text, add_special=add_special,
+                                           parse_special=parse_special), 60.0).value)
+
+    def detokenize(self, model: str, tokens: Sequence[int]) -> str:
+        return str(self._call(mm.Detokenize(model, _new_id(), tokens=tuple(tokens)), 60.0).value)
+
+    def apply_chat_template(self, model: str, messages: Sequence[dict[str, Any]], system: str | None = None,
+                            tools: Sequence[dict[str, Any]] | None = None, add_assistant: bool = True,
+                            tokenize: bool = False) -> Any:
+        return self._call(mm.ApplyChatTemplate(model, _new_id(), messages=tuple(messages), system=system,
+                                               tools=tuple(tools) if tools else None, add_assistant=add_assistant,
+                                               tokenize=tokenize), 60.0).value
+
+    def embed(self, model: str, text_or_tokens: str | Sequence[int]) -> list[float]:
+        return list(self._call(mm.Embed(model, _new_id(), input=_prompt(text_or_tokens)), 120.0).value)
+
+    # ------------------------------------------------------------------ observability
+
+    def status(self, model: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Rich state from the model actor (answered by its message thread, not behind a decode)."""
+        return dict(self._call(mm.ModelStatusReq(model, _new_id()), timeout).status)
+
+    def _table(self) -> ObsTable:
+        if self._obs is None:
+            if not self.tree.obs_path:
+                raise ModelError("no_obs", "this tree has no observability table")
+            self._obs = ObsTable(self.tree.obs_path)
+        return self._obs
+
+    def observe(self, model: str) -> ObsRecord | None:
+        """phase / pending_len / queue_depth / last_cache_hit of a model, read from shared memory (no message)."""
+        return self._table().read(model)
+
+    def observe_all(self) -> list[ObsRecord]:
+        return self._table().read_all()
+
+    def queue_depth(self) -> int:
+        """Requests admitted into sequences across all models (shared memory, no message)."""
+        return self._table().global_queue_depth()
+
+    def debug_crash(self, model: str, how: str = "segv") -> None:
+        """Test hook: crash the model process at its next tick (needs ``allow_debug_crash=True`` at load)."""
+        mb = self._mb()
+        mb.send(self.tree.models, mm.DebugCrash(model, _new_id(), mb.address, how=how))
+
+    def model_address(self, model: str) -> Any:
+        """The model actor's current address, from the registry (changes on restart)."""
+        reply = runtime.ask(self.asys, self.tree.registry, sm.RegistryLookup(model, _new_id()), 30.0)
+        return reply.address
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Detach (attached clients) or stop the whole tree (the owner)."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            inbox, self._inbox = self._inbox, None
+        if inbox is not None:
+            inbox.close()
+        if self._obs is not None:
+            self._obs.close()
+        try:
+            if self.owner and self._started is not None:
+                runtime.stop(self.port, self._started.serve, self._started.admin_pid)
+        finally:
+            with contextlib.suppress(Exception):  # this handle's own listening socket
+                self.asys._systemBase.transport.close()
+
+    shutdown = close
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _prompt(p: str | Sequence[int]) -> str | tuple[int, ...]:
+    if isinstance(p, str):
+        return p
+    if isinstance(p, (bytes, bytearray)):
+        raise ModelError("bad_request", "prompt: a string or a list of token ids")
+    return tuple(p)
+
+
+__all__ = ["ModelError", "System", "TokenStream", "gen_options"]

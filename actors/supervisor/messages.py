@@ -1,0 +1,170 @@
+"""Messages of the supervision tree (root, cache supervisor, registry).
+
+Model requests and the model supervisor's management messages live in
+``actors.model.messages``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TreeStart:
+    """Sent once to the root by the process that started the system."""
+
+    req_id: str
+    cache_config: Any
+    admin_port: int
+    obs_path: str | None = None
+    pressure: dict[str, Any] | None = None  # PressureStart fields (source, high, low, interval_s, tiers)
+
+
+@dataclass(frozen=True)
+class TreeReady:
+    req_id: str
+    info: TreeInfo
+
+
+@dataclass(frozen=True)
+class TreeFailed:
+    req_id: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class TreeInfoReq:
+    req_id: str = ""
+
+
+@dataclass(frozen=True)
+class TreeInfo:
+    """Addresses and settings an attaching client needs."""
+
+    req_id: str
+    root: Any
+    registry: Any
+    cache: Any
+    meta: Any
+    models: Any
+    admin_port: int
+    obs_path: str | None
+    cache_config: Any
+    state: str = "running"  # running | starting | failed | stopping
+    restarts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StopTree:
+    """Graceful stop: unload every model (shutdown saves), flush cache writes. Replies TreeStopped."""
+
+    req_id: str = ""
+
+
+@dataclass(frozen=True)
+class TreeStopped:
+    req_id: str
+    models_unloaded: int
+
+
+# --- children of the root ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheSupStart:
+    config: Any
+    pressure: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CacheReady:
+    """Cache supervisor -> root: its meta actor is up (again) at ``meta``."""
+
+    meta: Any
+    rows: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSupStart:
+    meta: Any
+    cache_config: Any
+    admin_port: int
+    obs_path: str | None
+    registry: Any
+
+
+@dataclass(frozen=True)
+class ModelSupReady:
+    models: int = 0
+
+
+@dataclass(frozen=True)
+class RegistryRebind:
+    """Root -> model supervisor: the registry restarted, publish every model again."""
+
+    registry: Any
+
+
+@dataclass(frozen=True)
+class StopModels:
+    req_id: str = ""
+
+
+@dataclass(frozen=True)
+class ModelsStopped:
+    req_id: str
+    n: int
+
+
+# --- registry -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryUpdate:
+    """name -> address (None removes).  ``state`` is informational (ready, restarting, failed)."""
+
+    name: str
+    address: Any
+    state: str = "ready"
+
+
+@dataclass(frozen=True)
+class RegistryLookup:
+    name: str
+    req_id: str = ""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    req_id: str
+    name: str
+    address: Any
+    state: str | None
+
+
+@dataclass(frozen=True)
+class RegistryDump:
+    req_id: str = ""
+
+
+@dataclass(frozen=True)
+class RegistryContents:
+    req_id: str
+    entries: dict[str, tuple[Any, str]]
+
+
+# --- generic supervisor test hooks -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WhichChildren:
+    req_id: str = ""
+
+
+@dataclass(frozen=True)
+class Children:
+    req_id: str
+    children: dict[str, Any]
+    restarts: int
+    escalated: bool

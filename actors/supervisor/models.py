@@ -1,0 +1,315 @@
+"""The model supervisor: one model actor per loaded model, and crash bookkeeping.
+
+A model process that dies cannot tell anyone, so every model request is
+routed through here: the supervisor records ``req_id -> (model,
+reply_to)``, forwards the request to the model's current process and
+forgets it when the model reports ``RequestDone``.  On
+``ChildActorExited`` for a model it did not stop itself, it
+
+1. sends ``ErrorReply(req_id, "model_crashed")`` to every recorded caller
+   and subscriber of that model,
+2. tells the cache meta to drop the dead process's cache client (its pins
+   and ram rows are released at once, not at the next sweep),
+3. restarts the model with the same ``ModelConfig`` (one_for_one) and
+   points the registry and later requests at the new process.
+
+Restart intensity is kept per model: past ``max_restarts`` within
+``max_seconds`` that model is marked ``failed`` (requests get
+``model_failed``; load it again to retry) while the other models keep
+serving.  A crash during the very first load is reported to the loader
+and not retried.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from thespian.actors import Actor, ActorExitRequest, ChildActorExited, PoisonMessage, WakeupMessage
+
+from actors.cache import messages as cm
+from actors.model import messages as mm
+from actors.supervisor import messages as sm
+from actors.supervisor.spec import RestartIntensity
+
+MAX_RESTARTS = 3
+MAX_SECONDS = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass
+class _Model:
+    model_id: str
+    config: mm.ModelConfig
+    addr: Any
+    obs_slot: int
+    state: str = "loading"  # loading | ready | restarting | failed | stopping
+    intensity: RestartIntensity = field(default_factory=lambda: RestartIntensity(MAX_RESTARTS, MAX_SECONDS))
+    restarts: int = 0
+    pid: int = 0
+    client_id: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    loader: tuple[str, Any] | None = None
+    unloaders: list[tuple[str, Any]] = field(default_factory=list)
+    last_exit: str = ""
+
+
+class ModelSupervisor(Actor):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.start: sm.ModelSupStart | None = None
+        self.meta: Any = None
+        self.registry: Any = None
+        self.obs: Any = None
+        self.models: dict[str, _Model] = {}
+        self.inflight: dict[str, tuple[str, Any]] = {}
+        self.stop_all: tuple[Any, str] | None = None
+        self.stopped_count = 0
+
+    # ------------------------------------------------------------------ dispatch
+
+    def receiveMessage(self, msg: Any, sender: Any) -> None:
+        try:
+            self._dispatch(msg, sender)
+        except Exception as e:
+            req_id = getattr(msg, "req_id", "")
+            if req_id:
+                self.send(getattr(msg, "reply_to", None) or sender, mm.ErrorReply(req_id, "internal_error", repr(e)))
+
+    def _dispatch(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, mm.ModelRequest):
+            self._route(msg, sender)
+        elif isinstance(msg, mm.RequestDone):
+            for rid in msg.req_ids:
+                self.inflight.pop(rid, None)
+        elif isinstance(msg, ChildActorExited):
+            self._child_exited(msg.childAddress)
+        elif isinstance(msg, mm.ModelReady):
+            self._ready(msg)
+        elif isinstance(msg, mm.ModelLoadFailed):
+            self._load_failed(msg)
+        elif isinstance(msg, mm.ModelStopped):
+            entry = self.models.get(msg.model_id)
+            if entry is not None and entry.addr is not None:
+                self.send(entry.addr, ActorExitRequest())
+        elif isinstance(msg, mm.LoadModel):
+            self._load(msg, sender)
+        elif isinstance(msg, mm.UnloadModel):
+            self._unload(msg, sender)
+        elif isinstance(msg, mm.ListModels):
+            self.send(msg.reply_to or sender, mm.Value(msg.req_id, self._list()))
+        elif isinstance(msg, sm.ModelSupStart):
+            self.start, self.meta, self.registry = msg, msg.meta, msg.registry
+            if msg.obs_path:
+                from actors.obs import ObsTable
+
+                self.obs = ObsTable(msg.obs_path)
+            self.send(sender, sm.ModelSupReady(len(self.models)))
+        elif isinstance(msg, mm.CacheRebind):
+            self.meta = msg.meta
+            for entry in self.models.values():
+                if entry.addr is not None:
+                    self.send(entry.addr, msg)
+        elif isinstance(msg, sm.RegistryRebind):
+            self.registry = msg.registry
+            for entry in self.models.values():
+                self._publish(entry)
+        elif isinstance(msg, sm.StopModels):
+            self._stop_all(msg.req_id, sender)
+        elif isinstance(msg, WakeupMessage):
+            self._stop_timeout()
+        elif isinstance(msg, (ActorExitRequest, PoisonMessage)):
+            pass
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, msg: mm.ModelRequest, sender: Any) -> None:
+        reply_to = msg.reply_to or sender
+        entry = self.models.get(msg.model)
+        if isinstance(msg, mm.Cancel):
+            if entry is not None and entry.addr is not None:
+                self.send(entry.addr, replace(msg, reply_to=reply_to))
+            return
+        if entry is None:
+            self.send(reply_to, mm.ErrorReply(msg.req_id, "no_such_model", f"no model {msg.model!r} is loaded"))
+            return
+        if entry.state == "failed":
+            self.send(reply_to, mm.ErrorReply(msg.req_id, "model_failed",
+                                              f"model {msg.model!r} gave up after restarts: {entry.last_exit}"))
+            return
+        if entry.state == "stopping":
+            self.send(reply_to, mm.ErrorReply(msg.req_id, "model_stopping", f"model {msg.model!r} is unloading"))
+            return
+        if not msg.req_id:
+            self.send(reply_to, mm.ErrorReply("", "bad_request", "requests need a req_id"))
+            return
+        if not isinstance(msg, mm.DebugCrash):  # no reply unless refused: nothing to answer on a crash
+            self.inflight[msg.req_id] = (msg.model, reply_to)
+        self.send(entry.addr, replace(msg, reply_to=reply_to))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _init_msg(self, entry: _Model) -> mm.ModelInit:
+        s = self.start
+        assert s is not None
+        return mm.ModelInit(entry.model_id, entry.config, self.myAddress, self.meta, s.cache_config, s.admin_port,
+                            s.obs_path, entry.obs_slot, entry.restarts)
+
+    def _spawn(self, entry: _Model) -> None:
+        from actors.model.actor import ModelActor
+
+        entry.addr = self.createActor(ModelActor)
+        self.send(entry.addr, self._init_msg(entry))
+        self._publish(entry)
+
+    def _publish(self, entry: _Model) -> None:
+        if self.registry is not None:
+            self.send(self.registry, sm.RegistryUpdate(entry.model_id, entry.addr, entry.state))
+
+    def _load(self, msg: mm.LoadModel, sender: Any) -> None:
+        reply_to = msg.reply_to or sender
+        mid = msg.model_id
+        if not isinstance(mid, str) or not mid or len(mid.encode()) > 64:
+            self.send(reply_to, mm.ErrorReply(msg.req_id, "bad_option", "model_id: a non-empty string of <= 64 bytes"))
+            return
+        if not isinstance(msg.config, mm.ModelConfig):
+            self.send(reply_to, mm.ErrorReply(msg.req_id, "bad_option", "config must be a ModelConfig"))
+            return
+        old = self.models.get(mid)
+        if old is not None and old.state != "failed":
+            self.send(reply_to, mm.ErrorReply(msg.req_id, "model_exists", f"model {mid!r} is already loaded"))
+            return
+        slot = old.obs_slot if old is not None else (self.obs.claim(mid) if self.obs is not None else -1)
+        entry = _Model(mid, msg.config, None, slot, loader=(msg.req_id, reply_to))
+        self.models[mid] = entry
+        self._spawn(entry)
+
+    def _ready(self, msg: mm.ModelReady) -> None:
+        entry = self.models.get(msg.model_id)
+        if entry is None:
+            return
+        entry.state, entry.pid, entry.info, entry.client_id = "ready", msg.pid, msg.info, msg.cache_client_id
+        self._publish(entry)
+        if entry.loader is not None:
+            req_id, dest = entry.loader
+            entry.loader = None
+            self.send(dest, mm.ModelLoaded(req_id, entry.model_id, {**msg.info, "pid": msg.pid}))
+
+    def _load_failed(self, msg: mm.ModelLoadFailed) -> None:
+        entry = self.models.get(msg.model_id)
+        if entry is None:
+            return
+        entry.last_exit = f"{msg.reason}: {msg.detail}"
+        if entry.loader is not None:
+            req_id, dest = entry.loader
+            entry.loader = None
+            self.send(dest, mm.ErrorReply(req_id, msg.reason, msg.detail))
+        entry.state = "stopping"
+        if entry.addr is not None:
+            self.send(entry.addr, ActorExitRequest())
+
+    def _unload(self, msg: mm.UnloadModel, sender: Any) -> None:
+        reply_to = msg.reply_to or sender
+        entry = self.models.get(msg.model_id)
+        if entry is None:
+            self.send(reply_to, mm.ErrorReply(msg.req_id, "no_such_model", f"no model {msg.model_id!r} is loaded"))
+            return
+        entry.unloaders.append((msg.req_id, reply_to))
+        if entry.state == "stopping":
+            return
+        if entry.state == "failed" or entry.addr is None:
+            self._forget(entry)
+            return
+        entry.state = "stopping"
+        self._publish(entry)
+        self.send(entry.addr, mm.StopModel(msg.req_id, msg.save))
+        self.wakeupAfter(timedelta(seconds=STOP_TIMEOUT_S), payload=("stop", entry.model_id))
+
+    def _stop_all(self, req_id: str, sender: Any) -> None:
+        self.stop_all = (sender, req_id)
+        self.stopped_count = 0
+        live = [e for e in self.models.values() if e.state != "failed" and e.addr is not None]
+        for entry in list(self.models.values()):
+            if entry not in live:
+                self._forget(entry)
+        for entry in live:
+            if entry.state != "stopping":
+                entry.state = "stopping"
+                self.send(entry.addr, mm.StopModel(req_id, True))
+        if not live:
+            self._check_all_stopped()
+        else:
+            self.wakeupAfter(timedelta(seconds=STOP_TIMEOUT_S), payload=("stop-all", None))
+
+    def _stop_timeout(self) -> None:
+        for entry in self.models.values():
+            if entry.state == "stopping" and entry.addr is not None:
+                self.send(entry.addr, ActorExitRequest())
+
+    def _check_all_stopped(self) -> None:
+        if self.stop_all is not None and not self.models:
+            dest, req_id = self.stop_all
+            self.stop_all = None
+            self.send(dest, sm.ModelsStopped(req_id, self.stopped_count))
+
+    def _forget(self, entry: _Model) -> None:
+        self.models.pop(entry.model_id, None)
+        for rid, (mid, dest) in list(self.inflight.items()):
+            if mid == entry.model_id:
+                del self.inflight[rid]
+                self.send(dest, mm.ErrorReply(rid, "model_unloaded", f"model {entry.model_id!r} was unloaded"))
+        if self.obs is not None and entry.obs_slot >= 0:
+            self.obs.release(entry.obs_slot)
+        if self.registry is not None:
+            self.send(self.registry, sm.RegistryUpdate(entry.model_id, None))
+        for req_id, dest in entry.unloaders:
+            self.send(dest, mm.Value(req_id, {"model": entry.model_id, "unloaded": True}))
+        entry.unloaders.clear()
+        self._check_all_stopped()
+
+    def _child_exited(self, addr: Any) -> None:
+        entry = next((e for e in self.models.values() if e.addr is not None and e.addr == addr), None)
+        if entry is None:
+            return
+        entry.addr = None
+        if entry.state == "stopping":
+            self.stopped_count += 1
+            self._release_cache_client(entry)
+            self._forget(entry)
+            return
+        detail = f"model {entry.model_id!r} process {entry.pid or '?'} died"
+        entry.last_exit = detail
+        for rid, (mid, dest) in list(self.inflight.items()):
+            if mid == entry.model_id:
+                del self.inflight[rid]
+                self.send(dest, mm.ErrorReply(rid, "model_crashed", detail))
+        self._release_cache_client(entry)
+        if entry.loader is not None and entry.restarts == 0 and entry.state == "loading":
+            req_id, dest = entry.loader
+            entry.loader = None
+            self.send(dest, mm.ErrorReply(req_id, "model_crashed", detail + " while loading"))
+            entry.state = "failed"
+            self._publish(entry)
+            return
+        if self.stop_all is not None:
+            self._forget(entry)
+            return
+        if not entry.intensity.allow(time.monotonic()):
+            entry.state = "failed"
+            self._publish(entry)
+            return
+        entry.restarts += 1
+        entry.state = "restarting"
+        self._spawn(entry)
+
+    def _release_cache_client(self, entry: _Model) -> None:
+        if entry.client_id and self.meta is not None:
+            self.send(self.meta, cm.Unsubscribe(entry.client_id))
+        entry.client_id = None
+
+    def _list(self) -> list[dict[str, Any]]:
+        return [{"model_id": e.model_id, "state": e.state, "pid": e.pid, "restarts": e.restarts,
+                 "backend": e.config.backend, "info": e.info, "last_exit": e.last_exit}
+                for e in self.models.values()]

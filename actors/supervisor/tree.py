@@ -1,0 +1,184 @@
+"""The supervision tree: root, cache supervisor and registry.
+
+::
+
+    RootSupervisor            one_for_one over the three below
+    ├── Registry              model id -> current address (+ state)
+    ├── CacheSupervisor       one_for_all: the pressure actor depends on the meta
+    │   ├── CacheMetaActor    (supervises its own writer pool)
+    │   └── PressureActor     only when memory pressure is configured
+    └── ModelSupervisor       one model actor per loaded model (see models.py)
+
+Start order follows dependencies: the model supervisor starts once the
+cache meta is up (it hands the meta's address to every model).  When the
+cache supervisor restarts its children, it reports the new meta address
+and the root passes it on (``CacheRebind``), so models resubscribe
+instead of being restarted.  When the registry restarts, the model
+supervisor republishes every model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thespian.actors import Actor
+
+from actors.cache import messages as cm
+from actors.cache.actors import CacheMetaActor, PressureActor
+from actors.model import messages as mm
+from actors.supervisor import messages as sm
+from actors.supervisor.models import ModelSupervisor
+from actors.supervisor.spec import ChildSpec, Restart, Strategy
+from actors.supervisor.supervisor import Supervisor
+
+
+class Registry(Actor):
+    """Model id -> current address.  A restarted actor has a new address, so
+    anyone holding an id asks here (or routes through the model supervisor)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entries: dict[str, tuple[Any, str]] = {}
+
+    def receiveMessage(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, sm.RegistryUpdate):
+            if msg.address is None:
+                self.entries.pop(msg.name, None)
+            else:
+                self.entries[msg.name] = (msg.address, msg.state)
+        elif isinstance(msg, sm.RegistryLookup):
+            addr, state = self.entries.get(msg.name, (None, None))
+            self.send(sender, sm.RegistryEntry(msg.req_id, msg.name, addr, state))
+        elif isinstance(msg, sm.RegistryDump):
+            self.send(sender, sm.RegistryContents(msg.req_id, dict(self.entries)))
+
+
+class CacheSupervisor(Supervisor):
+    strategy = Strategy.ONE_FOR_ALL
+    max_restarts = 3
+    max_seconds = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config: Any = None
+        self.pressure: dict[str, Any] | None = None
+        self.parent: Any = None
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, sm.CacheSupStart):
+            self.config, self.pressure, self.parent = msg.config, msg.pressure, sender
+            self.add_child(ChildSpec("meta", CacheMetaActor))
+        elif isinstance(msg, cm.MetaReady):
+            if self.pressure and "pressure" not in self.specs:
+                self.add_child(ChildSpec("pressure", PressureActor))
+            elif not self.pressure:
+                self.send(self.parent, sm.CacheReady(self.children.get("meta"), msg.rows))
+        elif isinstance(msg, cm.PressureReport):
+            if msg.req_id == "pressure-start":
+                self.send(self.parent, sm.CacheReady(self.children.get("meta")))
+        elif isinstance(msg, cm.ErrorReply):
+            self.send(self.parent, sm.TreeFailed("cache", f"cache start failed: {msg.error}"))
+
+    def init_for(self, spec: ChildSpec) -> Any:
+        if spec.id == "meta":
+            return cm.MetaStart(self.config, req_id="meta-start")
+        p = dict(self.pressure or {})
+        return cm.PressureStart(self.children["meta"], p.get("source"), p.get("high", 0.85), p.get("low", 0.75),
+                                p.get("interval_s", 5.0), tuple(p.get("tiers", ("ram", "ram_file"))),
+                                req_id="pressure-start")
+
+
+class RootSupervisor(Supervisor):
+    strategy = Strategy.ONE_FOR_ONE
+    max_restarts = 5
+    max_seconds = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.start_msg: sm.TreeStart | None = None
+        self.starter: tuple[Any, str] | None = None
+        self.meta: Any = None
+        self.state = "new"
+        self.stop_waiters: list[tuple[Any, str]] = []
+        self.models_unloaded = 0
+
+    def info(self, req_id: str) -> sm.TreeInfo:
+        s = self.start_msg
+        return sm.TreeInfo(req_id, self.myAddress, self.children.get("registry"), self.children.get("cache"),
+                           self.meta, self.children.get("models"), s.admin_port if s else 0,
+                           s.obs_path if s else None, s.cache_config if s else None, self.state,
+                           {"root": self.restart_count})
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, sm.TreeStart):
+            if self.start_msg is not None:
+                self.send(sender, sm.TreeReady(msg.req_id, self.info(msg.req_id)) if self.state == "running"
+                          else sm.TreeFailed(msg.req_id, f"tree is {self.state}"))
+                return
+            self.start_msg, self.starter, self.state = msg, (sender, msg.req_id), "starting"
+            self.add_child(ChildSpec("registry", Registry))
+            self.add_child(ChildSpec("cache", CacheSupervisor))
+        elif isinstance(msg, sm.CacheReady):
+            self.meta = msg.meta
+            if "models" not in self.specs:
+                self.add_child(ChildSpec("models", ModelSupervisor))
+            elif "models" in self.children:
+                self.send(self.children["models"], mm.CacheRebind(self.meta))
+        elif isinstance(msg, sm.ModelSupReady):
+            if self.starter is not None:
+                dest, req_id = self.starter
+                self.starter = None
+                self.state = "running"
+                self.send(dest, sm.TreeReady(req_id, self.info(req_id)))
+        elif isinstance(msg, sm.TreeFailed):
+            self.state = "failed"
+            if self.starter is not None:
+                dest, req_id = self.starter
+                self.starter = None
+                self.send(dest, sm.TreeFailed(req_id, msg.detail))
+        elif isinstance(msg, sm.TreeInfoReq):
+            self.send(sender, self.info(msg.req_id))
+        elif isinstance(msg, sm.StopTree):
+            self.stop_waiters.append((sender, msg.req_id))
+            if len(self.stop_waiters) == 1:
+                self.state = "stopping"
+                if "models" in self.children:
+                    self.send(self.children["models"], sm.StopModels("stop-tree"))
+                else:
+                    self._models_stopped(0)
+        elif isinstance(msg, sm.ModelsStopped):
+            self._models_stopped(msg.n)
+        elif isinstance(msg, cm.Idle):
+            self._reply_stopped()
+
+    def _models_stopped(self, n: int) -> None:
+        self.models_unloaded = n
+        if self.meta is not None and "cache" in self.children:
+            self.send(self.meta, cm.WaitIdle("stop-tree"))  # shutdown saves reach their tier first
+        else:
+            self._reply_stopped()
+
+    def _reply_stopped(self) -> None:
+        for dest, req_id in self.stop_waiters:
+            self.send(dest, sm.TreeStopped(req_id, self.models_unloaded))
+        self.stop_waiters.clear()
+
+    def init_for(self, spec: ChildSpec) -> Any:
+        s = self.start_msg
+        assert s is not None
+        if spec.id == "cache":
+            return sm.CacheSupStart(s.cache_config, s.pressure)
+        if spec.id == "models":
+            return sm.ModelSupStart(self.meta, s.cache_config, s.admin_port, s.obs_path, self.children.get("registry"))
+        return None
+
+    def on_child_started(self, spec: ChildSpec, addr: Any, restarted: bool) -> None:
+        if restarted and spec.id == "registry" and "models" in self.children:
+            self.send(self.children["models"], sm.RegistryRebind(addr))
+
+    def on_escalate(self, failed: str) -> None:
+        # Nothing above the root: stay alive to answer, reporting the failure.
+        self.state = "failed"
+
+
+__all__ = ["CacheSupervisor", "Registry", "Restart", "RootSupervisor"]

@@ -1,0 +1,325 @@
+"""The model actor and the supervision tree on the stub backend (fast, no model file)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from actors.api import ModelError, System
+from actors.cache import messages as cm
+from actors.supervisor import messages as sm
+from actors.supervisor import runtime
+from tests.actors import toy_actors as toy
+from tests.actors.conftest import running_system
+
+
+def test_complete_infer_and_observe(stub_system: System) -> None:
+    s = stub_system
+    r = s.complete("stub", "hello world", max_tokens=8)
+    assert r.finish_reason == "length" and len(r.generated) == 8 and r.cache_hit_kind == "cold"
+    stream = s.infer("stub", "hello world", max_tokens=8)
+    chunks = list(stream)
+    assert "".join(c.text for c in chunks) == stream.result.reply == r.reply
+    obs = s.observe("stub")
+    assert obs is not None and obs.phase == "idle" and obs.pending_len == 0 and obs.queue_depth == 0
+    assert obs.last_cache_hit == {"kind": "cold", "prefix_len": 0}
+    st = s.status("stub")
+    assert st["phase"] == "idle" and st["slots"]["n_seq_max"] == 4 and st["state"] == "ready"
+
+
+@pytest.mark.timeout(60)
+def test_status_and_obs_during_generation(stub_system: System) -> None:
+    s = stub_system
+    stream = s.infer("stub", "a long one", max_tokens=400)
+    it = iter(stream)
+    next(it)
+    lat = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        st = s.status("stub")
+        lat.append(time.perf_counter() - t0)
+        assert st["phase"] == "generating"
+        assert st["requests"][0]["req_id"] == stream.req_id
+    obs = s.observe("stub")
+    assert obs.phase == "generating" and obs.queue_depth == 1
+    assert s.queue_depth() >= 1
+    assert sorted(lat)[len(lat) // 2] < 0.05
+    stream.close()
+    assert stream.result is not None and stream.result.finish_reason == "cancelled"
+
+
+@pytest.mark.timeout(60)
+def test_early_exit_cancels_and_fifo_pending_visible(stub_system: System) -> None:
+    s = stub_system
+    streams = [s.infer("stub", f"prompt {i}", max_tokens=300) for i in range(6)]
+    first = iter(streams[0])
+    next(first)
+    deadline = time.monotonic() + 5
+    while s.observe("stub").pending_len != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s.observe("stub").pending_len == 2 and s.observe("stub").queue_depth == 4
+    for st in streams:
+        st.close()
+        assert st.result.finish_reason == "cancelled"
+    assert s.status("stub")["phase"] == "idle"
+
+
+def test_user_actor_subscribes_to_tokens(stub_system: System) -> None:
+    s = stub_system
+    sub = s.asys.createActor(toy.Subscriber)
+    req = toy.Subscribe(uuid.uuid4().hex, s.tree.models, "stub", "subscribe me", 12)
+    got = runtime.ask(s.asys, sub, req, 30)
+    assert got.error is None and got.result.finish_reason == "length"
+    assert "".join(t for t, _ids, _ts in got.chunks) == got.result.reply
+    assert [i for _t, ids, _ts in got.chunks for i in ids] == list(got.result.generated)
+
+
+def test_bad_input_is_clear_error_and_tree_survives(stub_system: System) -> None:
+    s = stub_system
+    with pytest.raises(ModelError) as e:
+        s.complete("nope", "hi")
+    assert e.value.reason == "no_such_model"
+    with pytest.raises(ModelError) as e:
+        s.complete("stub", "hi", temprature=1)
+    assert e.value.reason == "bad_option"
+    with pytest.raises(ModelError) as e:
+        s.complete("stub", [1, 2, 10**9])
+    assert e.value.reason == "bad_token"
+    with pytest.raises(ModelError) as e:
+        s.load_model("broken", path="/no/such/file.gguf")
+    assert e.value.reason in ("not_found", "load_failed")
+    with pytest.raises(ModelError) as e:
+        s.load_model("stub", backend="stub")
+    assert e.value.reason == "model_exists"
+    with pytest.raises(ModelError) as e:
+        s.debug_crash_checked = None  # type: ignore[attr-defined]
+        s.continue_("stub", [5], session_id="none")
+    assert e.value.reason == "no_session"
+    assert [m["model_id"] for m in s.models()] == ["stub"]
+    assert s.complete("stub", "still fine", max_tokens=2).finish_reason == "length"
+
+
+def test_concurrent_clients_from_threads(stub_system: System) -> None:
+    s = stub_system
+    solo = {i: s.complete("stub", f"thread prompt {i}", max_tokens=10).generated for i in range(6)}
+    out: dict[int, tuple[int, ...]] = {}
+
+    def work(i: int) -> None:
+        out[i] = s.complete("stub", f"thread prompt {i}", max_tokens=10).generated
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert out == solo
+
+
+# --------------------------------------------------------------------------- crashes and supervision
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["kill", "segv", "abort"])
+def test_crash_mid_stream_errors_restarts_and_keeps_saved_rows(tmp_path: Path, how: str) -> None:
+    with running_system(tmp_path) as s:
+        s.load_model("m", backend="stub", stub={"step_delay_s": 0.003}, allow_debug_crash=True)
+        prompt = "a system prompt that is worth saving " * 3
+        pre = s.prefill_only("m", prompt, tier="disk")
+        assert pre.finish_key is not None
+        sess = s.complete("m", "pinned session prompt here", max_tokens=4, session_id="s1")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the pin travels model -> meta asynchronously
+            runtime.ask(s.asys, s.tree.meta, cm.WaitIdle("idle"), 30)
+            pins = {r["key"]: r["pins"] for r in runtime.ask(s.asys, s.tree.meta, cm.Dump("d"), 30).rows}
+            if pins.get(sess.finish_key.hex()):
+                break
+            time.sleep(0.02)
+        assert pins[sess.finish_key.hex()], "session row should be pinned"
+        old_addr = s.model_address("m")
+        old_pid = s.status("m")["pid"]
+        stream = s.infer("m", "stream until it dies", max_tokens=5000)
+        waiting = s.infer("m", "another caller", max_tokens=5000)
+        it = iter(stream)
+        next(it)
+        t0 = time.monotonic()
+        s.debug_crash("m", how)
+        with pytest.raises(ModelError) as e:
+            for _ in it:
+                pass
+        assert e.value.reason == "model_crashed"
+        assert time.monotonic() - t0 < 2.0
+        with pytest.raises(ModelError) as e2:
+            list(waiting)
+        assert e2.value.reason == "model_crashed"
+        # the next request on the same id works, in a new process at a new address
+        r = s.complete("m", prompt, max_tokens=4)
+        assert r.cache_hit_kind == "exact"  # the disk row published before the crash is still a hit
+        st = s.status("m")
+        assert st["pid"] != old_pid and st["restarts"] == 1
+        assert s.model_address("m") != old_addr
+        assert s.models()[0]["restarts"] == 1
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pins = {r["key"]: r["pins"] for r in runtime.ask(s.asys, s.tree.meta, cm.Dump("d"), 30).rows}
+            if not pins.get(sess.finish_key.hex()):
+                break
+            time.sleep(0.05)
+        assert not pins.get(sess.finish_key.hex()), "the dead process's pins must be released"
+
+
+@pytest.mark.timeout(120)
+def test_restart_intensity_marks_model_failed(tmp_path: Path) -> None:
+    with running_system(tmp_path) as s:
+        s.load_model("m", backend="stub", allow_debug_crash=True)
+        s.load_model("other", backend="stub")
+        for i in range(4):
+            s.debug_crash("m", "kill")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                models = {m["model_id"]: m for m in s.models()}
+                if models["m"]["restarts"] == i + 1 or models["m"]["state"] == "failed":
+                    break
+                time.sleep(0.02)
+            if models["m"]["state"] == "failed":
+                break
+            while models["m"]["state"] != "ready" and time.monotonic() < deadline:
+                time.sleep(0.02)
+                models = {m["model_id"]: m for m in s.models()}
+        assert models["m"]["state"] == "failed" and models["m"]["restarts"] == 3
+        with pytest.raises(ModelError) as e:
+            s.complete("m", "hi")
+        assert e.value.reason == "model_failed"
+        assert s.complete("other", "unaffected", max_tokens=2).finish_reason == "length"
+        s.load_model("m", backend="stub")  # an explicit reload brings it back
+        assert s.complete("m", "back", max_tokens=2).finish_reason == "length"
+
+
+@pytest.mark.timeout(120)
+def test_python_exception_inside_a_tick_is_an_error_reply(stub_system: System) -> None:
+    s = stub_system
+    # the stub_system model refuses the debug hook; a separate model allows it
+    s.load_model("raiser", backend="stub", stub={"step_delay_s": 0.002}, allow_debug_crash=True)
+    try:
+        stream = s.infer("raiser", "busy", max_tokens=5000)
+        it = iter(stream)
+        next(it)
+        s.debug_crash("raiser", "raise")
+        with pytest.raises(ModelError) as e:
+            list(it)
+        assert e.value.reason == "internal_error"
+        assert s.complete("raiser", "fine again", max_tokens=3).finish_reason == "length"
+        assert s.models()[-1]["restarts"] == 0
+    finally:
+        s.unload_model("raiser")
+
+
+@pytest.mark.timeout(120)
+def test_cache_meta_crash_restarts_cache_and_models_rebind(tmp_path: Path) -> None:
+    with running_system(tmp_path) as s:
+        s.load_model("m", backend="stub")
+        meta_pid = runtime.listener_pid(s.tree.meta.addressDetails.sockname[1])
+        assert meta_pid is not None
+        import os
+        import signal
+
+        os.kill(meta_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            info = runtime.ask(s.asys, s.tree.root, sm.TreeInfoReq("i"), 10)
+            if info.meta is not None and info.meta != s.tree.meta:
+                break
+            time.sleep(0.05)
+        assert info.meta != s.tree.meta
+        prompt = "rows saved after the cache restart " * 3
+        s.prefill_only("m", prompt)
+        runtime.ask(s.asys, info.meta, cm.WaitIdle("idle"), 30)
+        time.sleep(0.2)
+        assert s.complete("m", prompt, max_tokens=2).cache_hit_kind == "exact"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("strategy", "expect_restarted"), [("one_for_one", {"w1"}),
+                                                             ("one_for_all", {"w0", "w1", "w2"}),
+                                                             ("rest_for_one", {"w1", "w2"})])
+def test_generic_supervisor_strategies(stub_system: System, strategy: str, expect_restarted: set[str]) -> None:
+    import os
+    import signal
+
+    s = stub_system
+    sup = s.asys.createActor(toy.ToySup)
+    s.asys.tell(sup, toy.ToyStart(strategy, 5))
+    before = runtime.ask(s.asys, sup, sm.WhichChildren("c"), 10).children
+    pid = runtime.ask(s.asys, before["w1"], toy.Pid("p"), 10).pid
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = runtime.ask(s.asys, sup, sm.WhichChildren("c"), 10)
+        if after.restarts:
+            break
+        time.sleep(0.02)
+    changed = {c for c in before if after.children.get(c) != before[c]}
+    assert changed == expect_restarted
+    for addr in after.children.values():
+        assert runtime.ask(s.asys, addr, toy.Pid("p"), 10).pid > 0
+    from thespian.actors import ActorExitRequest
+
+    s.asys.tell(sup, ActorExitRequest())
+
+
+@pytest.mark.timeout(120)
+def test_intensity_exceeded_escalates_to_parent(stub_system: System) -> None:
+    import os
+    import signal
+
+    s = stub_system
+    root = s.asys.createActor(toy.ToyRoot)
+    s.asys.tell(root, toy.ToyStart("one_for_one", 1, n_children=2))
+    time.sleep(0.3)
+    sup0 = runtime.ask(s.asys, root, sm.WhichChildren("c"), 10).children["sup"]
+    for _ in range(2):  # the second kill within the window exceeds max_restarts=1
+        kids = runtime.ask(s.asys, sup0, sm.WhichChildren("c"), 10).children
+        os.kill(runtime.ask(s.asys, kids["w0"], toy.Pid("p"), 10).pid, signal.SIGKILL)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        top = runtime.ask(s.asys, root, sm.WhichChildren("c"), 10)
+        if top.restarts:
+            break
+        time.sleep(0.05)
+    assert top.restarts == 1 and top.children["sup"] != sup0  # the sub-supervisor exited and was restarted
+    kids = runtime.ask(s.asys, top.children["sup"], sm.WhichChildren("c"), 10)
+    assert set(kids.children) == {"w0", "w1"} and not kids.escalated
+    from thespian.actors import ActorExitRequest
+
+    s.asys.tell(root, ActorExitRequest())
+
+
+@pytest.mark.timeout(120)
+def test_slow_subscriber_gets_coalesced_tokens_never_dropped(stub_system: System) -> None:
+    s = stub_system
+    sub = s.asys.createActor(toy.Subscriber)
+    req = toy.Subscribe(uuid.uuid4().hex, s.tree.models, "stub", "fast producer", 300, delay_s=0.02)
+    got = runtime.ask(s.asys, sub, req, 60)
+    assert got.error is None and len(got.result.generated) == 300
+    ids = [i for _t, chunk_ids, _lat in got.chunks for i in chunk_ids]
+    assert ids == list(got.result.generated)  # every token, in order
+    assert len(got.chunks) < 300  # ...in fewer messages than tokens
+    assert "".join(t for t, _i, _l in got.chunks) == got.result.reply
+
+
+@pytest.mark.timeout(120)
+def test_unload_saves_sessions_and_reload_hits(tmp_path: Path) -> None:
+    with running_system(tmp_path) as s:
+        s.load_model("m", backend="stub")
+        sess = s.complete("m", "a conversation worth keeping", max_tokens=6, session_id="c1")
+        pids_before = set(s.pids())
+        s.unload_model("m")
+        assert s.models() == [] and s.observe("m") is None
+        assert len(set(s.pids()) - pids_before) == 0 and len(s.pids()) == len(pids_before) - 1
+        s.load_model("m", backend="stub")
+        again = s.complete("m", list(sess.context_tokens), max_tokens=3)
+        assert again.cache_hit_kind == "exact"  # the shutdown save of the live session
