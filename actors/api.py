@@ -409,6 +409,12 @@ class System:
         """Requests admitted into sequences across all models (shared memory, no message)."""
         return self._table().global_queue_depth()
 
+    def cache_counters(self) -> dict[str, int]:
+        """The cache's counters (hits, misses, saves, bytes per tier...), read from files, no message."""
+        from actors.cache import read_counters
+
+        return read_counters(self.tree.cache_config.counters_dir)
+
     def debug_crash(self, model: str, how: str = "segv") -> None:
         """Test hook: crash the model process at its next tick (needs ``allow_debug_crash=True`` at load)."""
         mb = self._mb()

@@ -1,15 +1,18 @@
-"""Main job: load the bundled model, complete a prompt cold, then warm from a KV restore.
+"""Main job: spawn the actor system on the bundled model, complete, stream, and show cold vs warm.
 
-Cold: prefill every prompt token, then decode. Warm: restore the saved
-sequence state and the last position's logits (what a cache row holds), then
-decode straight away. Both replies must be identical, token for token.
+The second identical request restores the saved KV state and the logits of the
+last prompt position from the cache, so its first token needs no prefill and no
+decode; its reply must be identical to the cold one. With --keep the system
+stays up so another shell can inspect it (`python -m actors status --port N`).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 
-from actors.model.llama import Model
+from actors.api import System
 
 SYSTEM = (
     "You are a support assistant for a hardware store. Answer in one or two sentences. "
@@ -21,37 +24,49 @@ SYSTEM = (
 
 
 def main() -> None:
-    with Model() as model, model.new_context(n_ctx=2048) as ctx:
-        print(f"model: {model.info.description}, {model.info.n_params / 1e6:.0f}M params, {model.path.name}")
-        prompt = model.apply_chat_template(
-            [{"role": "user", "content": "Are you open on Sunday, and can I return a drill?"}], system=SYSTEM)
-        tokens = model.tokenize(prompt, parse_special=True)
-        greedy = model.sampler()
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--keep", action="store_true", help="keep the system running until Ctrl-C")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    with System() as system:
+        info = system.load_model("smol", context={"n_ctx": 4096, "n_seq_max": 2})
+        print(f"actor system on port {system.port}: model 'smol' loaded in {time.perf_counter() - t0:.1f} s "
+              f"({info.get('path', 'bundled SmolLM2-135M-Instruct')})")
+        prompt = system.apply_chat_template(
+            "smol", [{"role": "user", "content": "Are you open on Sunday, and can I return a drill?"}], system=SYSTEM)
 
-        t0 = time.perf_counter()
-        ctx.prefill(0, tokens)
-        t_cold_prefill = time.perf_counter() - t0
-        blob, logits = ctx.kv_pack(0), ctx.get_logits(0)
-        cold = ctx.generate(0, [], greedy, 48)
-        t_cold = time.perf_counter() - t0
+        cold = system.complete("smol", prompt, max_tokens=48, parse_special=True)
+        warm = system.complete("smol", prompt, max_tokens=48, parse_special=True)
+        print(f"\nreply: {cold.reply.strip()!r}")
+        print(f"cold: {cold.cache_hit_kind:5}  time to first token {cold.stats['ttft_ms']:8.2f} ms  "
+              f"cache_delta {cold.cache_delta}")
+        print(f"warm: {warm.cache_hit_kind:5}  time to first token {warm.stats['ttft_ms']:8.2f} ms  "
+              f"cache_delta {warm.cache_delta}")
+        print(f"cold/warm time to first token: {cold.stats['ttft_ms'] / max(warm.stats['ttft_ms'], 1e-3):.0f}x; "
+              f"identical replies: {cold.generated == warm.generated}")
 
-        ctx.seq_clear(0)
-        greedy.reset()
-        t1 = time.perf_counter()
-        ctx.kv_unpack(0, blob)
-        ctx.set_logits(0, logits)
-        t_restore = time.perf_counter() - t1
-        warm = ctx.generate(0, [], greedy, 48)
-        t_warm = time.perf_counter() - t1
+        print("\nstreamed: ", end="", flush=True)
+        sea = system.apply_chat_template("smol", [{"role": "user", "content": "Write one sentence about the sea."}])
+        for chunk in system.infer("smol", sea, max_tokens=40, parse_special=True):
+            print(chunk.text, end="", flush=True)
+        print()
 
-        print(f"prompt: {len(tokens)} tokens; saved state {len(blob) / 1e6:.1f} MB + {len(logits) // 1024} KB logits")
-        print(f"reply: {model.detokenize(cold).strip()!r}")
-        print(f"cold: prefill {t_cold_prefill * 1000:.1f} ms, total {t_cold * 1000:.1f} ms")
-        print(f"warm: restore {t_restore * 1000:.1f} ms, total {t_warm * 1000:.1f} ms")
-        print(f"time to first token, cold/warm: {t_cold_prefill / t_restore:.0f}x")
-        print(f"identical replies: {cold == warm}")
-        if cold != warm:
+        counters = {k: v for k, v in system.cache_counters().items() if v}
+        print(f"\ncache counters: {json.dumps(counters)}")
+        print(f"observability (no message to the model): {system.observe('smol')}")
+        if cold.generated != warm.generated:
             raise SystemExit("warm reply differs from cold reply")
+        if args.keep:
+            print("\nsystem kept running; from another shell:")
+            print(f"  .venv/bin/python -m actors status --port {system.port}")
+            print(f"  .venv/bin/python -m actors complete --port {system.port} --model smol 'Hello'")
+            print("Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    print("\nsystem stopped, no process left behind")
 
 
 if __name__ == "__main__":

@@ -464,14 +464,29 @@ class Engine:
             return
         if req.generated:
             return
+        # Keep the prompt's last logits before sampling consumes them: saved with the prompt's row,
+        # the same prompt next time is an exact hit (restore + sample, no decode, same reply).
+        prompt_logits = self._prompt_logits(req)
         # First token straight from the pending logits: no decode before it is out.
         try:
             tok = self.backend.sample(req.seq, req.sampler)
         except LlamaError:
             tok = None
+        if prompt_logits is not None:
+            self._save(req, "cold", logits=prompt_logits)
         if tok is not None:
             req.logits = False
             self._on_token(req, tok, decoded=False, eog=self.backend.is_eog(tok))
+
+    def _prompt_logits(self, req: Request) -> bytes | None:
+        """Logits worth saving with a whole-prompt row, or None when no such save is due."""
+        if (not self._cache_on(req) or req.seq is None or req.pos != len(req.target)
+                or req.pos < self.policy.min_tokens or req.pos in req.saved):
+            return None
+        try:
+            return self.backend.get_logits(req.seq)
+        except LlamaError:
+            return None
 
     def _on_token(self, req: Request, tok: int, decoded: bool, eog: bool) -> None:
         if eog:
@@ -493,13 +508,15 @@ class Engine:
 
     # ------------------------------------------------------------------ saves
 
-    def _save_state(self, seq: int, tokens: Sequence[int], reason: str, tier: str | None) -> Any:
+    def _save_state(self, seq: int, tokens: Sequence[int], reason: str, tier: str | None,
+                    logits: bytes | None = None) -> Any:
         be = self.backend
         kv = be.kv_pack(seq)
-        try:
-            logits: bytes | None = be.get_logits(seq)
-        except LlamaError:
-            logits = None
+        if logits is None:
+            try:
+                logits = be.get_logits(seq)
+            except LlamaError:
+                logits = None
         meta = RowMeta(fingerprint=be.fingerprint, quant=be.quant, ctx_hash=be.ctx_hash, tokens=list(tokens),
                        context_size=be.context_size, model=self.model_id)
         res = self.cache.save(reason, meta, kv, logits, tier)
@@ -512,13 +529,13 @@ class Engine:
             self.counters["saves_dropped"] += 1
         return res
 
-    def _save(self, req: Request, reason: str) -> None:
+    def _save(self, req: Request, reason: str, logits: bytes | None = None) -> None:
         if not self._cache_on(req) or req.seq is None or req.pos <= 0:
             return
         if reason != "cold" and not should_save(self.policy, reason, req.pos, req.last_saved):
             return
         try:
-            res = self._save_state(req.seq, req.target[: req.pos], reason, req.options.tier)
+            res = self._save_state(req.seq, req.target[: req.pos], reason, req.options.tier, logits)
         except Exception as e:  # a failed save never fails the request
             self.last_error = f"{reason} save failed: {e!r}"
             return
