@@ -84,6 +84,9 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     if peer:
         v = report["native"]["binding"]["tg"]["median"] / peer["tg"]["median"]
         add("binding decode / llama-cpp-python decode", v, ">= 1", v >= 1.0)
+    for g in report.get("actor", {}).get("goals", []):
+        if g.get("met") is not None:
+            add(f"actor: {g['goal']}", g["value"], g["target"], bool(g["met"]))
     return rows
 
 
@@ -97,7 +100,7 @@ def plot(report: dict[str, Any]) -> list[Path]:
     ttft = report.get("ttft", {}).get("rows", {})
     if ttft:
         lengths = sorted(int(n) for n in ttft)
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 4.8))
         ax.plot(lengths, [ttft[str(n)]["cold_s"] * 1000 for n in lengths], "o-", label="cold (prefill)")
         for tier, style in (("ram", "s-"), ("ram_file", "^-"), ("disk", "v-")):
             ax.plot(lengths, [ttft[str(n)][tier]["exact_s"] * 1000 for n in lengths], style, label=f"exact hit, {tier}")
@@ -116,7 +119,7 @@ def plot(report: dict[str, Any]) -> list[Path]:
         ax.set_xlabel("prompt tokens")
         ax.set_ylabel("time to first token (ms, log)")
         ax.set_title("Time to first token: cold vs warm")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
         path = OUT / "ttft.png"
