@@ -23,15 +23,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import psutil
+# One loopback patch and one set of process helpers for both bootstraps.
+from actors.supervisor.runtime import enforce_loopback, free_port, listener_pid, session_members
 
-_LOOPBACK = "127.0.0.1"
 SYSTEM_BASE = "multiprocTCPBase"
 
 
@@ -45,38 +44,6 @@ class LeftoverProcesses(ActorSystemError):
     def __init__(self, pids: list[int]) -> None:
         super().__init__(f"actor-system processes left after shutdown (killed): {pids}")
         self.pids = pids
-
-
-def _bind_loopback_only() -> None:
-    from thespian.system.transport import IPBase
-
-    cls = IPBase.IPActorAddress
-    if getattr(cls.__init__, "_llama_actors_loopback", False):
-        return
-    original = cls.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        host = self.bindname[0]
-        if host in ("", "0.0.0.0"):
-            self.bindname = (_LOOPBACK, *tuple(self.bindname[1:]))
-
-    __init__._llama_actors_loopback = True  # type: ignore[attr-defined]
-    cls.__init__ = __init__  # type: ignore[method-assign]
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port (racy by nature; fine for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((_LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def _listener_pid(port: int) -> int | None:
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            return int(conn.pid)
-    return None
 
 
 def _reap(pid: int | None, timeout: float = 2.0) -> None:
@@ -95,19 +62,6 @@ def _reap(pid: int | None, timeout: float = 2.0) -> None:
         if done or time.monotonic() > deadline:
             return
         time.sleep(0.01)
-
-
-def _session_members(sid: int) -> list[int]:
-    out = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if os.getsid(proc.pid) == sid:
-                out.append(proc.pid)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return out
 
 
 @dataclass
@@ -174,7 +128,7 @@ class SystemHandle:
             return []
         deadline = time.monotonic() + timeout
         while True:
-            alive = [p for p in _session_members(self.session_id) if p != os.getpid()]
+            alive = [p for p in session_members(self.session_id) if p != os.getpid()]
             if not alive or time.monotonic() > deadline:
                 return alive
             time.sleep(0.05)
@@ -194,8 +148,7 @@ def start_system(
     ``port=None`` picks a free port.  The returned handle must be shut
     down (``with start_system() as sys: ...``).
     """
-    _bind_loopback_only()
-    os.environ.setdefault("THESPIAN_BASE_IPADDR", _LOOPBACK)
+    enforce_loopback()
     from thespian.actors import ActorSystem
 
     port = free_port() if port is None else port
@@ -207,7 +160,7 @@ def start_system(
     sid = None
     deadline = time.monotonic() + 5.0
     while admin_pid is None and time.monotonic() < deadline:
-        admin_pid = _listener_pid(port)
+        admin_pid = listener_pid(port)
         if admin_pid is None:
             time.sleep(0.02)
     if admin_pid is not None:
