@@ -401,6 +401,9 @@ class CacheClient:
             self.client_id,
         )
         entry.info = info
+        # Visible to this process's next lookup at once (read-your-writes); the meta's echo
+        # of the same row is idempotent.
+        self._remember(info)
         self.counters.add_many(
             {
                 "pack_ns_total": time.perf_counter_ns() - t0,

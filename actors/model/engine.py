@@ -27,13 +27,12 @@ import contextlib
 import itertools
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.cache.client import EXACT
-from actors.cache.key import cache_key
 from actors.cache.kvc import RowMeta
 from actors.cache.policy import SavePolicy, cold_save_length, continued_save_length, should_save
 from actors.model import messages as mm
@@ -52,9 +51,6 @@ from actors.model.request import (
 from actors.model.scheduler import IDLE, default_chunk, phase_of, plan_batch, select_admissions
 
 Emit = Callable[[Any, Any], None]
-# How long a lookup waits for a row this process saved moments ago to appear in the index mirror.
-OWN_SAVE_WAIT_S = 0.1
-OWN_SAVE_WAIT_WINDOW_S = 2.0
 
 
 class RequestError(Exception):
@@ -116,7 +112,6 @@ class Engine:
         self.session_owner: dict[str, str] = {}
         self._order = itertools.count()
         self._crash: str | None = None
-        self._own_saves: OrderedDict[bytes, float] = OrderedDict()
         self.last_hit: dict[str, Any] | None = None
         self.counters: dict[str, int] = {
             "requests": 0, "completed": 0, "cancelled": 0, "errors": 0, "tokens_generated": 0,
@@ -351,13 +346,7 @@ class Engine:
         be, cache, seq = self.backend, self.cache, req.seq
         assert seq is not None
         t0 = time.perf_counter()
-        # Read-your-writes: a row this process just saved reaches the local index mirror only
-        # when the meta echoes it (a round trip, plus the write for file tiers).
         pk = req.options.parent_key
-        if pk is not None:
-            self._await_visible(pk)
-        if self._own_saves:
-            self._await_visible(cache_key(be.fingerprint, be.quant, be.ctx_hash, req.target))
         hit = cache.lookup(be.fingerprint, be.quant, be.ctx_hash, req.target, pk)
         if hit is None:
             return
@@ -384,14 +373,6 @@ class Engine:
             req.last_saved = matched
         self._position_restored(req, matched, logits_ok)
         req.restore_s = time.perf_counter() - t0
-
-    def _await_visible(self, key: bytes) -> None:
-        saved_at = self._own_saves.pop(key, None)
-        if saved_at is None or time.monotonic() - saved_at > OWN_SAVE_WAIT_WINDOW_S:
-            return
-        deadline = time.monotonic() + OWN_SAVE_WAIT_S
-        while not self.cache.known(key) and time.monotonic() < deadline:
-            time.sleep(0.0005)
 
     def _cache_on(self, req: Request | None = None) -> bool:
         return self.cache is not None and (req is None or req.options.cache)
@@ -522,9 +503,6 @@ class Engine:
         res = self.cache.save(reason, meta, kv, logits, tier)
         if res.accepted:
             self.counters["saves"] += 1
-            self._own_saves[res.key] = time.monotonic()
-            while len(self._own_saves) > 256:
-                self._own_saves.popitem(last=False)
         elif res.detail != "duplicate":
             self.counters["saves_dropped"] += 1
         return res

@@ -94,3 +94,17 @@ def test_client_gone_releases_its_rows_and_pins(tmp_path: Path) -> None:
     assert wire.core.index.get(ram.key) is None  # its bytes died with it
     assert wire.core.index.get(disk.key).pins == set()
     assert os.path.exists(row_path(cfg.tier("disk").path, disk.key))
+
+
+def test_own_ram_save_is_found_before_the_meta_echoes_it(tmp_path: Path) -> None:
+    cfg = CacheConfig.create(tmp_path / "run", ram=1 << 20)
+    wire = Wire(cfg)
+    c = wire.client("model")
+    tokens = rand_tokens(96, seed=7)
+    res = c.save("finish", meta_for(tokens), b"kv" * 50, b"lg" * 10, tier="ram")
+    assert res.accepted
+    # no wire.pump(): the meta has not seen the save yet
+    hit = c.lookup(FP, QUANT, CTX, tokens)
+    assert hit is not None and hit.kind == "exact" and hit.key == res.key
+    wire.pump()  # the echo afterwards changes nothing
+    assert c.rows() == 1 and c.lookup(FP, QUANT, CTX, tokens).key == res.key  # type: ignore[union-attr]
