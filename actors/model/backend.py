@@ -26,6 +26,7 @@ from actors.cache.key import ctx_params_hash, effective_fingerprint
 from actors.model.errors import InvalidInputError, LlamaError, OptionError, error_for
 from actors.model.llama import Decode, Prefill, StepResult
 from actors.model.options import parse_sampler_options
+from actors.model.stream import incomplete_utf8_tail
 
 
 class Backend(Protocol):
@@ -101,22 +102,12 @@ class LlamaBackend:
         self.ctx_hash = ctx_params_hash(self.ctx.options.layout())
         self._embed_ctx: Any = None
         self._context_opts = dict(context)
-        self._np: Any = None
-        self._sample_native = hasattr(self.ctx, "sample")
-        if not self._sample_native:
-            try:
-                import numpy
-
-                self._np = numpy
-            except ImportError:  # pragma: no cover - numpy ships with the test extra
-                self._np = None
 
     def info(self) -> dict[str, Any]:
         mi, ci = self.model.info, self.ctx.info
         return {"backend": "llama", "path": mi.path, "description": mi.description, "n_params": mi.n_params,
                 "n_vocab": mi.n_vocab, "n_ctx": ci.n_ctx, "n_ctx_seq": ci.n_ctx_seq, "n_batch": ci.n_batch,
-                "n_seq_max": ci.n_seq_max, "n_threads": ci.n_threads, "fingerprint": self.fingerprint.hex(),
-                "sample_first": "native" if self._sample_native else ("greedy-numpy" if self._np else "none")}
+                "n_seq_max": ci.n_seq_max, "n_threads": ci.n_threads, "fingerprint": self.fingerprint.hex()}
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         return self.model.tokenize(text, add_special, parse_special)
@@ -154,23 +145,8 @@ class LlamaBackend:
         return self.ctx.step(rows)
 
     def sample(self, seq: int, sampler: Any) -> int | None:
-        """Sample from the pending logits without a decode (the token is appended later by a prefill row).
-
-        Uses a native sample-only call when the binding has one; otherwise,
-        for plain greedy samplers only, the argmax of the logits (what the
-        greedy sampler picks: first maximum).  None: not possible here; the
-        engine then uses a normal decode row.
-        """
-        if self._sample_native:
-            r = self.ctx.sample(seq, sampler)
-            return int(r.token) if not isinstance(r, int) else r
-        o = sampler.options
-        if self._np is None or o.temperature > 0 or o.grammar or o.repetition_penalty != 1.0:
-            return None
-        logits = self._np.frombuffer(self.ctx.get_logits(seq), dtype=self._np.float32)
-        tok = int(logits.argmax())
-        sampler.accept(tok)
-        return tok
+        """Sample from the pending logits without a decode (the token is appended later by a prefill row)."""
+        return int(self.ctx.sample(seq, sampler).token)
 
     def kv_pack(self, seq: int) -> bytearray:
         return self.ctx.kv_pack(seq)
@@ -232,17 +208,6 @@ class StubConfig:
     model_name: str = "stub"
 
 
-def _utf8_incomplete_tail(data: bytes) -> bytes:
-    """The trailing bytes of ``data`` that start a UTF-8 character not finished yet."""
-    for back in range(1, min(4, len(data)) + 1):
-        b = data[-back]
-        if b & 0xC0 == 0x80:  # continuation byte
-            continue
-        need = 2 if b & 0xE0 == 0xC0 else 3 if b & 0xF0 == 0xE0 else 4 if b & 0xF8 == 0xF0 else 1
-        return data[-back:] if need > back else b""
-    return b""
-
-
 class StubSampler:
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = parse_sampler_options(dict(options))
@@ -275,8 +240,7 @@ class StubBackend:
 
     def info(self) -> dict[str, Any]:
         return {"backend": "stub", "n_vocab": self.n_vocab, "n_ctx": self.context_size, "n_ctx_seq": self.n_ctx_seq,
-                "n_batch": self.n_batch, "n_seq_max": self.n_seq_max, "fingerprint": self.fingerprint.hex(),
-                "sample_first": "native"}
+                "n_batch": self.n_batch, "n_seq_max": self.n_seq_max, "fingerprint": self.fingerprint.hex()}
 
     # -- text --------------------------------------------------------------------
 
@@ -327,7 +291,7 @@ class StubBackend:
         h = int.from_bytes(hashlib.blake2b(logits + sampler.tag, digest_size=8).digest(), "little")
         if self.cfg.eog_every and h % self.cfg.eog_every == 0:
             return EOS
-        tail = _utf8_incomplete_tail(bytes(t - _SPECIALS for t in self._kv[seq][-3:] if t >= _SPECIALS))
+        tail = incomplete_utf8_tail(bytes(t - _SPECIALS for t in self._kv[seq][-3:] if t >= _SPECIALS))
         if tail:  # finish the multi-byte character already started
             for ch in self.cfg.alphabet:
                 enc = ch.encode()

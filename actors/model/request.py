@@ -10,13 +10,13 @@ the next step; a decode row samples and appends in the same step.
 
 from __future__ import annotations
 
-import codecs
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.model.messages import CacheDelta, Completion, GenOptions
 from actors.model.scheduler import SeqWork
+from actors.model.stream import Utf8Assembler
 
 PENDING = "pending"
 PREFILLING = "prefilling"
@@ -27,24 +27,6 @@ COMPLETE = "complete"
 INFER = "infer"
 PREFILL_ONLY = "prefill_only"
 CONTINUE = "continue"
-
-
-class Utf8Stream:
-    """Turns token byte pieces into text that never splits a UTF-8 character.
-
-    Incomplete trailing bytes are held until the next piece completes them;
-    invalid bytes become U+FFFD, and ``flush`` releases whatever is held at
-    the end of the stream.
-    """
-
-    def __init__(self) -> None:
-        self._dec = codecs.getincrementaldecoder("utf-8")("replace")
-
-    def feed(self, piece: bytes) -> str:
-        return self._dec.decode(piece)
-
-    def flush(self) -> str:
-        return self._dec.decode(b"", final=True)
 
 
 @dataclass(eq=False)
@@ -64,7 +46,7 @@ class Request:
     sampler: Any = None
     generated: list[int] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
-    utf8: Utf8Stream = field(default_factory=Utf8Stream)
+    utf8: Utf8Assembler = field(default_factory=Utf8Assembler)
     hit_kind: str = "cold"
     read: int = 0
     saved: dict[int, bytes] = field(default_factory=dict)

@@ -18,6 +18,7 @@ prove a thinking block came from this node unmodified.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -26,41 +27,32 @@ from enum import Enum
 
 
 class Utf8Assembler:
-    """Accumulates byte pieces and releases complete UTF-8 text."""
+    """Accumulates byte pieces and releases complete UTF-8 text.
+
+    Incomplete trailing bytes are held until a later piece completes them;
+    invalid bytes become U+FFFD at once.
+    """
 
     def __init__(self) -> None:
-        self._pending = b""
+        self._dec = codecs.getincrementaldecoder("utf-8")("replace")
 
     def feed(self, piece: bytes) -> str:
-        data = self._pending + piece
-        cut = _complete_prefix_len(data)
-        self._pending = data[cut:]
-        return data[:cut].decode("utf-8", "replace")
+        return self._dec.decode(piece)
 
     def flush(self) -> str:
-        """At the end of generation: whatever is left, invalid bytes replaced."""
-        data, self._pending = self._pending, b""
-        return data.decode("utf-8", "replace")
+        """At the end of generation: whatever is left, an unfinished character replaced."""
+        return self._dec.decode(b"", final=True)
 
     @property
     def pending(self) -> bytes:
-        return self._pending
+        return self._dec.getstate()[0]
 
 
-def _complete_prefix_len(data: bytes) -> int:
-    """Length of the longest prefix that does not end inside a UTF-8 character."""
-    n = len(data)
-    # Look back at most 3 bytes for the lead byte of a possibly unfinished character.
-    for back in range(1, min(4, n) + 1):
-        b = data[n - back]
-        if b & 0b1100_0000 == 0b1000_0000:
-            continue  # continuation byte: keep looking for the lead byte
-        if b & 0b1000_0000 == 0:
-            return n  # ASCII: complete
-        need = 2 if b & 0b1110_0000 == 0b1100_0000 else 3 if b & 0b1111_0000 == 0b1110_0000 else \
-            4 if b & 0b1111_1000 == 0b1111_0000 else 1
-        return n if back >= need else n - back
-    return n  # only continuation bytes (invalid): release them, decode will replace
+def incomplete_utf8_tail(data: bytes) -> bytes:
+    """The trailing bytes of ``data`` that start a UTF-8 character not finished yet."""
+    asm = Utf8Assembler()
+    asm.feed(data)
+    return asm.pending
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from actors.model.messages import Done, ErrorReply, RequestDone, TokenChunk
 from actors.model.outbox import coalesce
-from actors.model.request import Utf8Stream
+from actors.model.stream import Utf8Assembler as Utf8Stream
 from actors.obs import ObsTable
 
 
