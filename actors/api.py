@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from actors.cache import messages as cm
 from actors.model import messages as mm
 from actors.obs import ObsRecord, ObsTable
 from actors.supervisor import messages as sm
@@ -317,8 +318,15 @@ class System:
         return dict(reply.info)
 
     def unload_model(self, model_id: str, save: bool = True, timeout: float = 120.0) -> None:
-        """Graceful: live sessions and in-flight sequences are saved (reason ``shutdown``) first."""
+        """Graceful: live sessions and in-flight sequences are saved (reason ``shutdown``) first.
+
+        With ``save`` it returns once the cache writers have published those saves, so a
+        reload right after (here or from another shell) finds them.
+        """
         self._call(mm.UnloadModel(model_id, _new_id(), save=save), timeout)
+        if save:
+            with contextlib.suppress(TimeoutError):  # a restarted meta may not be the one we know
+                runtime.ask(self.asys, self.tree.meta, cm.WaitIdle(_new_id()), min(timeout, 30.0))
 
     def models(self) -> list[dict[str, Any]]:
         return list(self._call(mm.ListModels(_new_id()), 30.0).value)
