@@ -43,7 +43,8 @@ from actors.obs import ObsRecord, ObsTable
 from actors.supervisor import messages as sm
 from actors.supervisor import runtime
 
-_GEN_FIELDS = {"max_tokens", "parent_key", "session_id", "add_special", "parse_special", "cache", "tier"}
+_GEN_FIELDS = {"max_tokens", "parent_key", "session_id", "add_special", "parse_special", "cache", "tier",
+               "stop_sequences", "thinking", "thinking_budget_tokens", "timeout_s"}
 _SAMPLER_FIELDS = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed",
                    "grammar", "grammar_root"}
 DEFAULT_TIMEOUT = 300.0
@@ -65,7 +66,7 @@ def gen_options(kw: dict[str, Any]) -> mm.GenOptions:
     fields: dict[str, Any] = {}
     for k, v in kw.items():
         if k in _GEN_FIELDS:
-            fields[k] = v
+            fields[k] = tuple(v) if k == "stop_sequences" and isinstance(v, list) else v
         elif k in _SAMPLER_FIELDS:
             sampler[k] = v
         else:
@@ -237,13 +238,19 @@ class System:
     """A running actor tree: started here (and stopped on exit) or attached to by port."""
 
     def __init__(self, port: int | None = None, *, cache: Any = None, attach: bool = False, multi_host: bool = False,
-                 start_timeout: float = 60.0, log_path: str | None = None) -> None:
+                 start_timeout: float = 60.0, log_path: str | None = None, thinking_key: bytes | str | None = None,
+                 pressure: dict[str, Any] | None = None) -> None:
+        """``thinking_key``: the node-wide HMAC key that signs thinking blocks (none: empty signatures);
+        ``pressure``: memory-pressure settings (``source``, ``high``, ``low``, ``interval_s``, ``tiers``)."""
+        from actors.secret import as_key
+
         self._started: runtime.Started | None = None
         if attach:
             if port is None:
                 raise ValueError("attach needs the admin port")
         else:
-            self._started = runtime.start(port, cache, multi_host, start_timeout, log_path)
+            self._started = runtime.start(port, cache, multi_host, start_timeout, log_path,
+                                          thinking_key=as_key(thinking_key), pressure=pressure)
             port = self._started.port
         assert port is not None
         self.port = port
@@ -308,12 +315,21 @@ class System:
     def load_model(self, model_id: str, path: str | None = None, *, backend: str = "llama",
                    context: dict[str, Any] | None = None, model_options: dict[str, Any] | None = None,
                    prefill_chunk_size: int | None = None, stub: dict[str, Any] | None = None,
-                   use_cache: bool = True, allow_debug_crash: bool = False, timeout: float = 300.0) -> dict[str, Any]:
-        """Start a model actor (its own process) and wait until the model is loaded; returns its info."""
+                   use_cache: bool = True, allow_debug_crash: bool = False, embeddings: bool = False,
+                   thinking_markers: dict[str, str] | None = None, tool_call_markers: dict[str, str] | None = None,
+                   timeout: float = 300.0) -> dict[str, Any]:
+        """Start a model actor (its own process) and wait until the model is loaded; returns its info.
+
+        ``embeddings``: keep a small pooled-embeddings context beside the generation one (``embed``).
+        ``thinking_markers`` ``{"start", "end"}`` and ``tool_call_markers`` ``{"start", "end",
+        "payload_start"?, "payload_end"?}`` are marker strings of this model's chat format.
+        """
         cfg = mm.ModelConfig(backend=backend, path=str(path) if path is not None else None,
                              model_options=dict(model_options or {}), context=dict(context or {}),
                              prefill_chunk_size=prefill_chunk_size, stub=dict(stub or {}), use_cache=use_cache,
-                             allow_debug_crash=allow_debug_crash)
+                             allow_debug_crash=allow_debug_crash, embeddings=embeddings,
+                             thinking_markers=dict(thinking_markers) if thinking_markers else None,
+                             tool_call_markers=dict(tool_call_markers) if tool_call_markers else None)
         reply = self._call(mm.LoadModel(model_id, cfg, _new_id()), timeout)
         return dict(reply.info)
 

@@ -41,6 +41,14 @@ class GenOptions:
     ``seed``, ``grammar``); empty means greedy.  Text prompts are
     tokenized with ``add_special``/``parse_special``.  ``cache=False``
     skips lookup and saves; ``tier`` overrides the cache's default tier.
+
+    ``stop_sequences``: generation ends at the first of these strings in
+    the answer text (by position); the match is never delivered.
+    ``thinking``: ``"enabled"`` routes the model's thinking span (its
+    ``thinking_markers``) to thinking events; ``thinking_budget_tokens``
+    caps it.  ``timeout_s``: the request ends with ``finish_reason
+    "timeout"`` (and what it produced so far) once this long has passed
+    since admission.
     """
 
     max_tokens: int = 64
@@ -51,6 +59,10 @@ class GenOptions:
     parse_special: bool = True
     cache: bool = True
     tier: str | None = None
+    stop_sequences: tuple[str, ...] = ()
+    thinking: str = "disabled"
+    thinking_budget_tokens: int | None = None
+    timeout_s: float | None = None
 
 
 # --------------------------------------------------------------------------- requests
@@ -283,6 +295,9 @@ class ModelConfig:
     stub: dict[str, Any] = field(default_factory=dict)
     use_cache: bool = True
     allow_debug_crash: bool = False
+    embeddings: bool = False
+    thinking_markers: dict[str, str] | None = None
+    tool_call_markers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +344,7 @@ class ModelInit:
     obs_path: str | None
     obs_slot: int
     restarts: int = 0
+    thinking_key: Any = None  # actors.secret.Secret | None
 
 
 @dataclass(frozen=True)

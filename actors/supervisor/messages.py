@@ -19,6 +19,7 @@ class TreeStart:
     admin_port: int
     obs_path: str | None = None
     pressure: dict[str, Any] | None = None  # PressureStart fields (source, high, low, interval_s, tiers)
+    thinking_key: Any = None  # actors.secret.Secret | None: the node-wide HMAC key for thinking signatures
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class ModelSupStart:
     admin_port: int
     obs_path: str | None
     registry: Any
+    thinking_key: Any = None
 
 
 @dataclass(frozen=True)

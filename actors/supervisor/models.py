@@ -155,7 +155,7 @@ class ModelSupervisor(Actor):
         s = self.start
         assert s is not None
         return mm.ModelInit(entry.model_id, entry.config, self.myAddress, self.meta, s.cache_config, s.admin_port,
-                            s.obs_path, entry.obs_slot, entry.restarts)
+                            s.obs_path, entry.obs_slot, entry.restarts, s.thinking_key)
 
     def _spawn(self, entry: _Model) -> None:
         from actors.model.actor import ModelActor

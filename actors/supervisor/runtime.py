@@ -203,8 +203,12 @@ def _package_root() -> str:
 
 
 def start(port: int | None = None, cache_config: Any = None, multi_host: bool = False, timeout: float = 60.0,
-          log_path: str | None = None) -> Started:
-    """Start a new actor system + supervision tree in a fresh ``serve`` process and wait until it is ready."""
+          log_path: str | None = None, *, thinking_key: Any = None, pressure: dict[str, Any] | None = None) -> Started:
+    """Start a new actor system + supervision tree in a fresh ``serve`` process and wait until it is ready.
+
+    ``thinking_key`` (``actors.secret.Secret``) and ``pressure`` (PressureStart fields) travel
+    with the cache configuration in a private temporary file, never on the command line.
+    """
     import pickle
     import tempfile
 
@@ -223,11 +227,11 @@ def start(port: int | None = None, cache_config: Any = None, multi_host: bool = 
         if multi_host:
             args.append("--multi-host")
         cfg_file = None
-        if cache_config is not None:
-            fd, cfg_file = tempfile.mkstemp(prefix="llama-actors-cache-", suffix=".pickle")
+        if cache_config is not None or thinking_key is not None or pressure:
+            fd, cfg_file = tempfile.mkstemp(prefix="llama-actors-node-", suffix=".pickle")  # mode 0600
             with os.fdopen(fd, "wb") as f:
-                pickle.dump(cache_config, f)
-            args += ["--cache-pickle", cfg_file]
+                pickle.dump({"cache_config": cache_config, "thinking_key": thinking_key, "pressure": pressure}, f)
+            args += ["--node-pickle", cfg_file]
         if log_path:
             args += ["--log", log_path]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=os.getcwd(),
@@ -337,14 +341,14 @@ def _wait_gone(sid: int | None, timeout: float) -> list[int]:
 
 
 def serve(port: int, cache_config: Any = None, multi_host: bool = False, ready_fd: int | None = None,
-          remove_run_dir: bool = False) -> int:
+          remove_run_dir: bool = False, thinking_key: Any = None, pressure: dict[str, Any] | None = None) -> int:
     """Run the system in this (fresh) process until SIGTERM/SIGINT or until the admin dies.
 
     ``remove_run_dir``: the cache's run directory (staging, counters, snapshots) was made for
     this run only; delete it on the way out.
     """
     try:
-        return _serve(port, cache_config, multi_host, ready_fd)
+        return _serve(port, cache_config, multi_host, ready_fd, thinking_key, pressure)
     finally:
         if remove_run_dir and cache_config is not None:
             import shutil
@@ -352,7 +356,8 @@ def serve(port: int, cache_config: Any = None, multi_host: bool = False, ready_f
             shutil.rmtree(cache_config.run_dir, ignore_errors=True)
 
 
-def _serve(port: int, cache_config: Any, multi_host: bool, ready_fd: int | None) -> int:
+def _serve(port: int, cache_config: Any, multi_host: bool, ready_fd: int | None, thinking_key: Any = None,
+           pressure: dict[str, Any] | None = None) -> int:
     from actors.cache.config import CacheConfig
     from actors.obs import ObsTable, obs_path
     from actors.supervisor import messages as sm
@@ -389,7 +394,8 @@ def _serve(port: int, cache_config: Any, multi_host: bool, ready_fd: int | None)
     try:
         root = find_root(asys)
         ready = ask(asys, root, sm.TreeStart(req_id="start", cache_config=config, admin_port=port,
-                                              obs_path=obs_path(port)), 60.0)
+                                              obs_path=obs_path(port), pressure=pressure or None,
+                                              thinking_key=thinking_key), 60.0)
         if isinstance(ready, sm.TreeFailed):
             raise RuntimeStartError(ready.detail)
     except Exception as e:
@@ -424,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve", help="run an actor system in the foreground")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--cache-dir", help="disk tier directory (default: ram tier only)")
-    s.add_argument("--cache-pickle", help=argparse.SUPPRESS)
+    s.add_argument("--node-pickle", help=argparse.SUPPRESS)
     s.add_argument("--multi-host", action="store_true", help="listen on all interfaces (trusted networks only)")
     s.add_argument("--ready-stdout", action="store_true", help=argparse.SUPPRESS)
     s.add_argument("--log", help="file for thespian and actor output (default: the run directory)")
@@ -453,9 +459,13 @@ def _serve_cli(a: argparse.Namespace) -> int:
 
     config = None
     temporary = False
-    if a.cache_pickle:
-        with open(a.cache_pickle, "rb") as f:
-            config = pickle.load(f)  # written by start() in this user's temp dir
+    node: dict[str, Any] = {}
+    if a.node_pickle:
+        with open(a.node_pickle, "rb") as f:
+            node = pickle.load(f)  # written by start() in this user's temp dir, mode 0600
+        config = node.get("cache_config")
+    if config is not None:
+        pass
     elif a.cache_dir:
         config = CacheConfig.create(disk=(a.cache_dir, 8 << 30), default_tier="ram")
     else:
@@ -476,7 +486,8 @@ def _serve_cli(a: argparse.Namespace) -> int:
         os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    return serve(a.port, config, a.multi_host, ready_fd, remove_run_dir=temporary)
+    return serve(a.port, config, a.multi_host, ready_fd, remove_run_dir=temporary,
+                 thinking_key=node.get("thinking_key"), pressure=node.get("pressure"))
 
 
 if __name__ == "__main__":

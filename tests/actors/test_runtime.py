@@ -58,11 +58,11 @@ def test_daemon_other_shells_attach_and_stop(tmp_path: Path) -> None:
     import pickle
 
     port = runtime.free_port()
-    cfg_file = tmp_path / "cache.pickle"
-    cfg_file.write_bytes(pickle.dumps(cache_config(tmp_path)))
+    cfg_file = tmp_path / "node.pickle"
+    cfg_file.write_bytes(pickle.dumps({"cache_config": cache_config(tmp_path)}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     serve = subprocess.Popen([sys.executable, "-m", "actors.supervisor.runtime", "serve", "--port", str(port),
-                              "--cache-pickle", str(cfg_file), "--log", str(tmp_path / "serve.log")],
+                              "--node-pickle", str(cfg_file), "--log", str(tmp_path / "serve.log")],
                              env=env, cwd=ROOT, start_new_session=True)
     pids: list[int] = []
     try:
