@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from actors.cache import messages as cm
@@ -159,9 +159,11 @@ class _Receiver:
 
 
 class TokenStream:
-    """Synchronous iterator over an ``infer`` stream: yields ``TokenChunk``s.
+    """Synchronous iterator over an ``infer`` stream.
 
-    ``result`` holds the final ``Completion`` once the stream ends.  Leaving
+    Yields ``TokenChunk``s (``kind`` text, thinking or tool_call) and, where
+    a model has markers, ``ThinkingEnd`` / ``ToolCallEnd`` events in stream
+    order.  ``result`` holds the final ``Completion`` once the stream ends.  Leaving
     the loop early (``break``, an exception, ``close()``) cancels the request
     and waits for its final ``Done``, so nothing is left generating.
     """
@@ -176,13 +178,15 @@ class TokenStream:
         self.finished = False
         self.first_token_at: float | None = None
 
-    def __iter__(self) -> Iterator[mm.TokenChunk]:
+    def __iter__(self) -> Iterator[mm.TokenChunk | mm.ThinkingEnd | mm.ToolCallEnd]:
         try:
             while not self.finished:
                 msg = self._mb.recv(self.req_id, self.timeout)
                 if isinstance(msg, mm.TokenChunk):
                     if self.first_token_at is None:
                         self.first_token_at = time.perf_counter()
+                    yield msg
+                elif isinstance(msg, (mm.ThinkingEnd, mm.ToolCallEnd)):
                     yield msg
                 else:
                     self._end(msg)
@@ -202,8 +206,8 @@ class TokenStream:
             raise ModelError("bad_reply", repr(msg), self.req_id)
 
     def text(self) -> str:
-        """Consume the stream and return the whole reply."""
-        parts = [c.text for c in self]
+        """Consume the stream and return the answer text (thinking and tool calls excluded)."""
+        parts = [c.text for c in self if isinstance(c, mm.TokenChunk) and c.kind == "text"]
         return "".join(parts)
 
     def cancel(self) -> None:
@@ -223,7 +227,7 @@ class TokenStream:
                 self.finished = True
                 self._mb.finish(self.req_id)
                 return
-            if not isinstance(msg, mm.TokenChunk):
+            if not isinstance(msg, (mm.TokenChunk, mm.ThinkingEnd, mm.ToolCallEnd)):
                 with contextlib.suppress(ModelError):
                     self._end(msg)
 
@@ -407,7 +411,109 @@ class System:
                                                tokenize=tokenize), 60.0).value
 
     def embed(self, model: str, text_or_tokens: str | Sequence[int]) -> list[float]:
+        """Pooled embedding (the model must be loaded with ``embeddings=True``)."""
         return list(self._call(mm.Embed(model, _new_id(), input=_prompt(text_or_tokens)), 120.0).value)
+
+    def embed_batch(self, model: str, inputs: Sequence[str | Sequence[int]]) -> list[list[float]]:
+        """Embeddings of many texts (or token lists) in one round trip."""
+        msg = mm.EmbedBatch(model, _new_id(), inputs=tuple(_prompt(x) for x in inputs))
+        return [list(v) for v in self._call(msg, 600.0).value]
+
+    # ------------------------------------------------------------------ LoRA adapters
+
+    def load_adapter(self, model: str, path: str, scale: float = 1.0, adapter_id: str | None = None,
+                     timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Load a LoRA adapter and apply it; returns ``{adapter_id, path, sha256, scale}``.
+
+        The change applies between requests (in-flight ones finish first), so a
+        cache row never mixes adapter sets; rows of different sets never hit each other.
+        """
+        msg = mm.LoadAdapter(model, _new_id(), path=str(path), scale=scale, adapter_id=adapter_id)
+        return dict(self._call(msg, timeout).value)
+
+    def unload_adapter(self, model: str, adapter_id: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._call(mm.UnloadAdapter(model, _new_id(), adapter_id=adapter_id), timeout)
+
+    def set_adapter_scale(self, model: str, adapter_id: str, scale: float,
+                          timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Change an adapter's scale (0: loaded but off)."""
+        return dict(self._call(mm.SetAdapterScale(model, _new_id(), adapter_id=adapter_id, scale=scale), timeout).value)
+
+    def list_adapters(self, model: str) -> list[dict[str, Any]]:
+        return list(self._call(mm.ListAdapters(model, _new_id()), 60.0).value)
+
+    # ------------------------------------------------------------------ speculative decoding
+
+    def draft_tokens(self, model: str, prefix: str | Sequence[int], max_tokens: int,
+                     timeout: float = 10.0) -> list[int]:
+        """Greedy continuation of ``prefix`` by a (small) draft model, at most ``max_tokens``.
+
+        The deadline is enforced by the model itself: at ``timeout`` the request
+        ends (nothing left running) and the tokens drafted so far come back.
+        """
+        r = self.complete(model, prefix, timeout=timeout + 60.0, max_tokens=max_tokens, timeout_s=timeout)
+        return list(r.generated)
+
+    def verify(self, model: str, prefix: str | Sequence[int], candidates: Sequence[int]) -> Verified:
+        """One forward pass of ``candidates`` after ``prefix`` (see ``messages.Verify``); ``busy`` unless idle."""
+        v = self._call(mm.Verify(model, _new_id(), prefix=_prompt(prefix), candidates=tuple(candidates)), 120.0).value
+        return Verified(int(v["accepted"]), v["next"], bool(v["eog"]))
+
+    # ------------------------------------------------------------------ introspection
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every model the supervisor knows: id, state (loading/ready/restarting/failed), pid, restarts, info."""
+        return self.models()
+
+    def model_info(self, model: str) -> dict[str, Any]:
+        """One model in one dict: identity, address, status, phase, queue, last hit, context, quant,
+        fingerprint, sequences, adapters and a memory estimate."""
+        entry = next((m for m in self.models() if m["model_id"] == model), None)
+        if entry is None:
+            raise ModelError("no_such_model", f"no model {model!r}")
+        st = self.status(model)
+        info = dict(st.get("info") or entry.get("info") or {})
+        slots = st.get("slots", {})
+        return {
+            "model_id": model, "address": str(self.model_address(model)), "status": entry["state"],
+            "pid": entry["pid"], "restarts": entry["restarts"], "phase": st.get("phase"),
+            "pending": st.get("pending_len"), "queue_depth": st.get("queue_depth"),
+            "last_cache_hit": st.get("last_cache_hit"), "context_size": info.get("n_ctx"),
+            "n_ctx_seq": info.get("n_ctx_seq"), "quant": info.get("quant"),
+            "fingerprint": st.get("fingerprint") or info.get("fingerprint"), "n_seq_max": slots.get("n_seq_max"),
+            "free_sequences": len(slots.get("free", [])), "adapters": st.get("adapters", []),
+            "memory": info.get("memory"), "path": info.get("path"),
+        }
+
+    def list_cached_prefixes(self, model: str, tokens: str | Sequence[int]) -> dict[str, Any]:
+        """Longest cached prefix of ``tokens`` for ``model`` across tiers (an inspection: counts nothing)."""
+        return dict(self._call(mm.CachedPrefix(model, _new_id(), tokens=_prompt(tokens)), 60.0).value)
+
+    def vram_info(self, model: str | None = None) -> dict[str, Any]:
+        """GPU memory as a model's process sees it (or this process, without ``model``)."""
+        if model is not None:
+            return dict(self._call(mm.VramInfoReq(model, _new_id()), 60.0).value)
+        from dataclasses import asdict
+
+        from actors.model.llama import vram_info
+
+        return asdict(vram_info())
+
+    def phase(self, model: str) -> str | None:
+        rec = self.observe(model)
+        return rec.phase if rec else None
+
+    def pending_len(self, model: str) -> int:
+        rec = self.observe(model)
+        return rec.pending_len if rec else 0
+
+    def last_cache_hit(self, model: str) -> dict[str, Any] | None:
+        rec = self.observe(model)
+        return rec.last_cache_hit if rec else None
+
+    def counters(self) -> dict[str, int]:
+        """The cache counters (same as ``cache_counters``)."""
+        return self.cache_counters()
 
     # ------------------------------------------------------------------ observability
 
@@ -470,12 +576,23 @@ class System:
                 self.asys._systemBase.transport.close()
 
     shutdown = close
+    unload = unload_model
 
     def __enter__(self) -> System:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Verified:
+    """``accepted``: leading candidates the model agrees with; ``next``: its own next
+    token after them (None when that is end-of-generation, then ``eog`` is True)."""
+
+    accepted: int
+    next: int | None
+    eog: bool
 
 
 def _prompt(p: str | Sequence[int]) -> str | tuple[int, ...]:
@@ -486,4 +603,4 @@ def _prompt(p: str | Sequence[int]) -> str | tuple[int, ...]:
     return tuple(p)
 
 
-__all__ = ["ModelError", "System", "TokenStream", "gen_options"]
+__all__ = ["ModelError", "System", "TokenStream", "Verified", "gen_options"]

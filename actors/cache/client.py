@@ -237,12 +237,14 @@ class CacheClient:
         ctx_hash: bytes,
         tokens: Sequence[int] | bytes,
         parent_key: bytes | None = None,
+        record: bool = True,
     ) -> Hit | None:
         """Best cached state for ``tokens``: exact row, else the ``parent_key``
         row if it is a prefix of the prompt, else the longest shared prefix.
 
         ``fingerprint`` is the effective fingerprint (adapters folded).
         Costs no actor round trip; a hit sends one one-way touch.
+        ``record=False`` is an inspection: no counters, no touch, no LRU change.
         """
         self._drain()
         t0 = time.perf_counter_ns()
@@ -272,6 +274,8 @@ class CacheClient:
                 if match is not None:
                     hit = self._hit(PREFIX, self._rows[match.key], min(match.matched, n))
         elapsed = time.perf_counter_ns() - t0
+        if not record:
+            return hit
         self.counters.add_many(
             {
                 _HIT_COUNTER[hit.kind] if hit else "misses": 1,

@@ -173,8 +173,10 @@ class ModelActor(Actor):
         sup = init.supervisor
         try:
             from actors.model.backend import make_backend
+            from actors.model.output import parse_markers
 
             cfg = init.config
+            markers = parse_markers(cfg.thinking_markers, cfg.tool_call_markers)
             backend = make_backend(cfg.backend, cfg.path, cfg.model_options, cfg.context, cfg.stub)
         except Exception as e:
             reason = getattr(e, "reason", "load_failed")
@@ -192,6 +194,8 @@ class ModelActor(Actor):
                 obs_slot=init.obs_slot if self.obs is not None else -1,
                 allow_debug_crash=init.config.allow_debug_crash, restarts=init.restarts,
                 policy=init.cache_config.policy if init.cache_config is not None else None,
+                markers=markers, thinking_key=init.thinking_key.reveal() if init.thinking_key else None,
+                embeddings=cfg.embeddings,
             )
         except Exception as e:
             backend.close()

@@ -53,6 +53,7 @@ class Backend(Protocol):
     def embed(self, tokens: Sequence[int]) -> list[float]: ...
     def new_sampler(self, options: Mapping[str, Any]) -> Any: ...
     def free_sampler(self, sampler: Any) -> None: ...
+    def accept(self, sampler: Any, token: int) -> None: ...
     def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]: ...
     def sample(self, seq: int, sampler: Any) -> int | None: ...
     def kv_pack(self, seq: int) -> bytes | bytearray: ...
@@ -61,6 +62,11 @@ class Backend(Protocol):
     def set_logits(self, seq: int, logits: bytes | bytearray | memoryview) -> None: ...
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None: ...
     def seq_len(self, seq: int) -> int: ...
+    def forward_argmax(self, seq: int, tokens: Sequence[int]) -> list[int]: ...
+    def load_adapter(self, path: str) -> Any: ...
+    def set_adapters(self, adapters: Sequence[tuple[Any, float]]) -> None: ...
+    def close_adapter(self, adapter: Any) -> None: ...
+    def vram(self) -> dict[str, Any]: ...
     def crash(self, how: str) -> None: ...
     def close(self) -> None: ...
 
@@ -104,10 +110,37 @@ class LlamaBackend:
         self._context_opts = dict(context)
 
     def info(self) -> dict[str, Any]:
+        from actors.model.llama import type_name
+
         mi, ci = self.model.info, self.ctx.info
         return {"backend": "llama", "path": mi.path, "description": mi.description, "n_params": mi.n_params,
                 "n_vocab": mi.n_vocab, "n_ctx": ci.n_ctx, "n_ctx_seq": ci.n_ctx_seq, "n_batch": ci.n_batch,
-                "n_seq_max": ci.n_seq_max, "n_threads": ci.n_threads, "fingerprint": self.fingerprint.hex()}
+                "n_seq_max": ci.n_seq_max, "n_threads": ci.n_threads, "fingerprint": self.fingerprint.hex(),
+                "base_fingerprint": self.model.fingerprint.hex(), "quant": mi.description.split()[-1],
+                "ftype": mi.ftype, "kv_type": type_name(self.ctx.options.type_k),
+                "memory": self.memory_estimate()}
+
+    def memory_estimate(self) -> dict[str, int]:
+        """Weights (file size) plus the KV cache llama.cpp reserves for n_ctx tokens, from GGUF metadata.
+
+        An estimate for capacity planning: K and V of every layer for every
+        context cell, with grouped-query attention taken into account.
+        """
+        mi, ci = self.model.info, self.ctx.info
+        arch = self.model.meta("general.architecture") or "llama"
+
+        def meta_int(key: str, default: int) -> int:
+            try:
+                return int(self.model.meta(f"{arch}.{key}") or default)
+            except ValueError:
+                return default
+
+        heads = max(1, meta_int("attention.head_count", 1))
+        heads_kv = meta_int("attention.head_count_kv", heads)
+        n_embd_kv = mi.n_embd * heads_kv // heads
+        elt = {0: 4, 1: 2, 30: 2, 8: 1}.get(self.ctx.options.type_k, 1)
+        kv = ci.n_ctx * mi.n_layer * 2 * n_embd_kv * elt
+        return {"weights_b": mi.size_bytes, "kv_b": kv, "total_b": mi.size_bytes + kv}
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         return self.model.tokenize(text, add_special, parse_special)
@@ -141,12 +174,37 @@ class LlamaBackend:
     def free_sampler(self, sampler: Any) -> None:
         sampler.close()
 
+    def accept(self, sampler: Any, token: int) -> None:
+        sampler.accept(token)
+
     def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]:
         return self.ctx.step(rows)
 
     def sample(self, seq: int, sampler: Any) -> int | None:
         """Sample from the pending logits without a decode (the token is appended later by a prefill row)."""
         return int(self.ctx.sample(seq, sampler).token)
+
+    def forward_argmax(self, seq: int, tokens: Sequence[int]) -> list[int]:
+        return self.ctx.forward_argmax(seq, tokens)
+
+    def load_adapter(self, path: str) -> Any:
+        return self.model.load_adapter(path)
+
+    def set_adapters(self, adapters: Sequence[tuple[Any, float]]) -> None:
+        """Apply exactly these adapters; the effective fingerprint follows, so rows of
+        different adapter sets live in different cache namespaces."""
+        self.ctx.set_adapters(list(adapters))
+        self.fingerprint = effective_fingerprint(self.model.fingerprint, [(a.sha256, s) for a, s in adapters])
+
+    def close_adapter(self, adapter: Any) -> None:
+        adapter.close()
+
+    def vram(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from actors.model.llama import vram_info
+
+        return asdict(vram_info())
 
     def kv_pack(self, seq: int) -> bytearray:
         return self.ctx.kv_pack(seq)
@@ -279,6 +337,9 @@ class StubBackend:
     def free_sampler(self, sampler: Any) -> None:
         sampler.closed = True
 
+    def accept(self, sampler: Any, token: int) -> None:
+        """The stub's choice depends on the sequence's content only: nothing to record."""
+
     def _digest(self, tokens: Sequence[int]) -> bytes:
         return hashlib.blake2b(struct.pack(f"<{len(tokens)}i", *tokens), digest_size=16).digest()
 
@@ -403,6 +464,28 @@ class StubBackend:
     def seq_len(self, seq: int) -> int:
         self._check_seq(seq)
         return len(self._kv[seq])
+
+    def forward_argmax(self, seq: int, tokens: Sequence[int]) -> list[int]:
+        """Append ``tokens``; after each one, the token a greedy request would get next."""
+        greedy = StubSampler({})
+        out = []
+        for t in tokens:
+            self.step([Prefill(seq, [t])])
+            out.append(self._next_token(seq, greedy))
+        return out
+
+    def load_adapter(self, path: str) -> Any:
+        raise LlamaError("not_supported", "the stub backend has no LoRA adapters")
+
+    def set_adapters(self, adapters: Sequence[tuple[Any, float]]) -> None:
+        if adapters:
+            raise LlamaError("not_supported", "the stub backend has no LoRA adapters")
+
+    def close_adapter(self, adapter: Any) -> None:
+        pass
+
+    def vram(self) -> dict[str, Any]:
+        return {"available": False, "reason": "stub backend"}
 
     def kv_tokens(self, seq: int) -> list[int]:
         """Test helper: the tokens sequence ``seq`` holds."""

@@ -38,6 +38,7 @@ from actors.cache.policy import SavePolicy, cold_save_length, continued_save_len
 from actors.model import messages as mm
 from actors.model.errors import LlamaError
 from actors.model.llama import Decode, Prefill
+from actors.model.output import THINKING, Delta, OutputShaper, Shaped, SpanEnd
 from actors.model.request import (
     COMPLETE,
     CONTINUE,
@@ -49,6 +50,7 @@ from actors.model.request import (
     Request,
 )
 from actors.model.scheduler import IDLE, default_chunk, phase_of, plan_batch, select_admissions
+from actors.model.stream import Markers, Span, accepted_prefix
 
 Emit = Callable[[Any, Any], None]
 
@@ -60,6 +62,17 @@ class RequestError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+@dataclass
+class AdapterEntry:
+    adapter: Any
+    path: str
+    sha256: bytes
+    scale: float
+
+    def describe(self, adapter_id: str) -> dict[str, Any]:
+        return {"adapter_id": adapter_id, "path": self.path, "sha256": self.sha256.hex(), "scale": self.scale}
 
 
 @dataclass
@@ -85,6 +98,9 @@ class Engine:
         obs_slot: int = -1,
         allow_debug_crash: bool = False,
         restarts: int = 0,
+        markers: Markers | None = None,
+        thinking_key: bytes | None = None,
+        embeddings: bool = True,
     ) -> None:
         self.model_id = model_id
         self.backend = backend
@@ -105,6 +121,14 @@ class Engine:
         self.obs_slot = obs_slot
         self.allow_debug_crash = allow_debug_crash
         self.restarts = restarts
+        self.markers = markers or Markers()
+        self._thinking_key = thinking_key
+        self._thinking_end_tokens: list[int] | None = None
+        self.embeddings = embeddings
+        self._greedy: Any = None
+        self.adapters: dict[str, AdapterEntry] = {}
+        self.adapter_ops: deque[Any] = deque()
+        self.info: dict[str, Any] = dict(backend.info())
         self.free: list[int] = list(range(self.n_seq_max))
         self.active: dict[str, Request] = {}
         self.pending: deque[Request] = deque()
@@ -127,7 +151,7 @@ class Engine:
 
     def has_work(self) -> bool:
         return self._crash is not None or any(r.work() is not None for r in self.active.values()) or (
-            bool(self.pending) and bool(self.free))
+            bool(self.pending) and bool(self.free)) or (bool(self.adapter_ops) and not self.active)
 
     def handle(self, msg: Any) -> None:
         """Apply one command (a request message from ``actors.model.messages``)."""
@@ -178,8 +202,31 @@ class Engine:
             value = be.tokenize(text, True, True) if msg.tokenize else text
             self._reply(msg.reply_to, mm.Value(msg.req_id, value), msg.req_id)
         elif isinstance(msg, mm.Embed):
+            if not self.embeddings:
+                raise RequestError("embeddings_disabled", "load the model with embeddings=True to embed")
             tokens = self._prompt_tokens(msg.input, mm.GenOptions())
             self._reply(msg.reply_to, mm.Value(msg.req_id, be.embed(tokens)), msg.req_id)
+        elif isinstance(msg, mm.EmbedBatch):
+            if not self.embeddings:
+                raise RequestError("embeddings_disabled", "load the model with embeddings=True to embed")
+            if isinstance(msg.inputs, (str, bytes)) or not isinstance(msg.inputs, (list, tuple)):
+                raise RequestError("bad_request", "inputs: expected a list of texts or token lists")
+            token_lists = [self._prompt_tokens(x, mm.GenOptions()) for x in msg.inputs]
+            if any(not t for t in token_lists):
+                raise RequestError("bad_request", "an input is empty")
+            self._reply(msg.reply_to, mm.Value(msg.req_id, [be.embed(t) for t in token_lists]), msg.req_id)
+        elif isinstance(msg, (mm.LoadAdapter, mm.UnloadAdapter, mm.SetAdapterScale)):
+            self.adapter_ops.append(msg)
+            self._apply_adapter_ops()
+        elif isinstance(msg, mm.ListAdapters):
+            value = [e.describe(aid) for aid, e in self.adapters.items()]
+            self._reply(msg.reply_to, mm.Value(msg.req_id, value), msg.req_id)
+        elif isinstance(msg, mm.Verify):
+            self._reply(msg.reply_to, mm.Value(msg.req_id, self._verify(msg)), msg.req_id)
+        elif isinstance(msg, mm.CachedPrefix):
+            self._reply(msg.reply_to, mm.Value(msg.req_id, self._cached_prefix(msg.tokens)), msg.req_id)
+        elif isinstance(msg, mm.VramInfoReq):
+            self._reply(msg.reply_to, mm.Value(msg.req_id, be.vram()), msg.req_id)
         elif isinstance(msg, mm.DebugCrash):
             if not self.allow_debug_crash:
                 raise RequestError("debug_disabled", "load the model with allow_debug_crash=True")
@@ -220,6 +267,20 @@ class Engine:
             raise RequestError("bad_option", "parent_key must be bytes")
         if not isinstance(opts.sampler, dict):
             raise RequestError("bad_option", "sampler must be a dict of sampler options")
+        stops = opts.stop_sequences
+        if isinstance(stops, str) or not isinstance(stops, (tuple, list)) or not all(
+                isinstance(x, str) and x for x in stops):
+            raise RequestError("bad_option", "stop_sequences: expected a list of non-empty strings")
+        if len(stops) > 32 or any(len(x) > 512 for x in stops):
+            raise RequestError("bad_option", "stop_sequences: at most 32 strings of at most 512 characters")
+        if opts.thinking not in ("enabled", "disabled"):
+            raise RequestError("bad_option", f"thinking: expected 'enabled' or 'disabled', got {opts.thinking!r}")
+        budget = opts.thinking_budget_tokens
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)):
+            raise RequestError("bad_option", f"thinking_budget_tokens: expected an int, got {budget!r}")
+        t = opts.timeout_s
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
+            raise RequestError("bad_option", f"timeout_s: expected a number > 0, got {t!r}")
         return opts
 
     # ------------------------------------------------------------------ submit / admit
@@ -254,7 +315,12 @@ class Engine:
             sampler = self.backend.new_sampler(opts.sampler) if kind != PREFILL_ONLY else None
         except LlamaError as e:
             raise RequestError(e.reason, e.detail) from None
-        req = Request(msg.req_id, kind, msg.reply_to, stream, opts, target, next(self._order), sampler=sampler)
+        shaper = OutputShaper(self.markers, thinking=opts.thinking == "enabled" and self.markers.has_thinking,
+                              stops=tuple(opts.stop_sequences), key=self._thinking_key)
+        req = Request(msg.req_id, kind, msg.reply_to, stream, opts, target, next(self._order), sampler=sampler,
+                      shaper=shaper, fingerprint=self.backend.fingerprint)
+        if opts.timeout_s is not None:
+            req.deadline = req.t_submit + float(opts.timeout_s)
         if kind == CONTINUE:
             req.prompt_len = len(target)
         if sid is not None:
@@ -267,7 +333,7 @@ class Engine:
         return not (req.session_id is not None and req.session_id in self.sessions)
 
     def _admit_pending(self) -> None:
-        if not self.pending:
+        if not self.pending or self.adapter_ops:  # an adapter change waits for in-flight work; new work waits for it
             return
         if not self.free and any(self._needs_slot(r) for r in self.pending):
             # Only idle sessions hold the slots and nothing running will give one
@@ -347,7 +413,7 @@ class Engine:
         assert seq is not None
         t0 = time.perf_counter()
         pk = req.options.parent_key
-        hit = cache.lookup(be.fingerprint, be.quant, be.ctx_hash, req.target, pk)
+        hit = cache.lookup(req.fingerprint or be.fingerprint, be.quant, be.ctx_hash, req.target, pk)
         if hit is None:
             return
         loaded = cache.load(hit)
@@ -396,6 +462,8 @@ class Engine:
             if how == "raise":
                 raise RuntimeError("debug: a Python exception inside a tick")
             self.backend.crash(how)
+        self._expire()
+        self._apply_adapter_ops()
         self._admit_pending()
         reqs = sorted(self.active.values(), key=lambda r: r.order)
         work = [w for w in (r.work() for r in reqs) if w is not None]
@@ -404,10 +472,15 @@ class Engine:
             return
         by_seq = {r.seq: r for r in reqs}
         brows: list[Prefill | Decode] = []
+        greedy: set[int] = set()
         for pr in rows:
             req = by_seq[pr.seq]
             if pr.kind == "prefill":
                 brows.append(Prefill(pr.seq, req.target[req.pos : req.pos + pr.n]))
+            elif req.shaper.wants_greedy() and not req.options.sampler.get("grammar"):
+                # Tool-call syntax: greedy, so the bytes are deterministic (a grammar, when given, rules instead).
+                greedy.add(pr.seq)
+                brows.append(Decode(pr.seq, self._greedy_sampler()))
             else:
                 brows.append(Decode(pr.seq, req.sampler))
         try:
@@ -431,6 +504,8 @@ class Engine:
                     self._after_prefill(req)
             else:
                 req.logits = False
+                if pr.seq in greedy and not res.eog:
+                    self._accept(req, [int(res.token)])
                 self._on_token(req, int(res.token), decoded=not res.eog, eog=res.eog)
 
     def _after_prefill(self, req: Request) -> None:
@@ -473,12 +548,21 @@ class Engine:
         if eog:
             self._finish(req, "stop")
             return
-        text = req.add_token(tok, self.backend.piece(tok), decoded)
+        req.add_token(tok, decoded)
         if decoded:
             req.logits = True
         self.counters["tokens_generated"] += 1
-        if req.stream:
-            self.emit(req.reply_to, mm.TokenChunk(req.req_id, text, (tok,), time.time()))
+        shaped = req.shaper.feed(self.backend.piece(tok))
+        self._send_shaped(req, shaped, (tok,))
+        if shaped.stop is not None:
+            self._finish(req, "stop")
+            return
+        budget = req.options.thinking_budget_tokens
+        if budget is not None and budget > 0 and req.shaper.span is Span.THINKING:
+            if any(isinstance(e, Delta) and e.kind == THINKING for e in shaped.events):
+                req.thinking_tokens += 1
+            if req.thinking_tokens >= budget:
+                self._force_thinking_end(req)
         if not req.wants_token() or len(req.target) >= self.backend.n_ctx_seq:
             self._finish(req, "length")
             return
@@ -487,10 +571,64 @@ class Engine:
             if n and n == req.pos:
                 self._save(req, "continued")
 
+    def _force_thinking_end(self, req: Request) -> None:
+        """Budget spent: end the block for the caller and append the end marker to the sequence,
+        so the model itself moves on to its answer (not just the caller's view of it)."""
+        self._send_shaped(req, req.shaper.close_thinking(), ())
+        if self._thinking_end_tokens is None:
+            end = self.markers.thinking_end.decode("utf-8", "replace")
+            self._thinking_end_tokens = self.backend.tokenize(end, False, True)
+        forced = list(self._thinking_end_tokens)
+        room = self.backend.n_ctx_seq - len(req.target)
+        for t in forced[:max(0, room)]:
+            req.add_token(t, decoded=False)
+        self._accept(req, forced)
+        self.counters["tokens_generated"] += len(forced)
+
+    def _accept(self, req: Request, tokens: list[int]) -> None:
+        """Tokens the request's own sampler did not pick still enter its history (repetition penalty)."""
+        if req.sampler is None:
+            return
+        for t in tokens:
+            try:
+                self.backend.accept(req.sampler, t)
+            except Exception:  # a grammar may refuse a forced token: its state is then left as is
+                return
+
+    def _greedy_sampler(self) -> Any:
+        if self._greedy is None:
+            self._greedy = self.backend.new_sampler({})
+        return self._greedy
+
+    def _send_shaped(self, req: Request, shaped: Shaped, token_ids: tuple[int, ...]) -> None:
+        """Stream one feed's events in order; token ids ride on the first chunk (or an empty one)."""
+        if not req.stream:
+            return
+        ts = time.time()
+        for ev in shaped.events:
+            if isinstance(ev, Delta):
+                self.emit(req.reply_to, mm.TokenChunk(req.req_id, ev.text, token_ids, ts, ev.kind))
+                token_ids = ()
+            elif isinstance(ev, SpanEnd):
+                if ev.kind == THINKING:
+                    self.emit(req.reply_to, mm.ThinkingEnd(req.req_id, ev.text, ev.signature, ev.complete))
+                else:
+                    self.emit(req.reply_to, mm.ToolCallEnd(req.req_id, ev.data, ev.complete))
+        if token_ids:
+            self.emit(req.reply_to, mm.TokenChunk(req.req_id, "", token_ids, ts, req.shaper.span.value))
+
+    def _expire(self) -> None:
+        now = time.perf_counter()
+        for req in [*self.pending, *self.active.values()]:
+            if req.deadline is not None and now >= req.deadline and req.phase != DONE:
+                if req in self.pending:
+                    self.pending = deque(r for r in self.pending if r is not req)
+                self._finish(req, "timeout")
+
     # ------------------------------------------------------------------ saves
 
     def _save_state(self, seq: int, tokens: Sequence[int], reason: str, tier: str | None,
-                    logits: bytes | None = None) -> Any:
+                    logits: bytes | None = None, fingerprint: bytes | None = None) -> Any:
         be = self.backend
         kv = be.kv_pack(seq)
         if logits is None:
@@ -498,8 +636,8 @@ class Engine:
                 logits = be.get_logits(seq)
             except LlamaError:
                 logits = None
-        meta = RowMeta(fingerprint=be.fingerprint, quant=be.quant, ctx_hash=be.ctx_hash, tokens=list(tokens),
-                       context_size=be.context_size, model=self.model_id)
+        meta = RowMeta(fingerprint=fingerprint or be.fingerprint, quant=be.quant, ctx_hash=be.ctx_hash,
+                       tokens=list(tokens), context_size=be.context_size, model=self.model_id)
         res = self.cache.save(reason, meta, kv, logits, tier)
         if res.accepted:
             self.counters["saves"] += 1
@@ -513,7 +651,8 @@ class Engine:
         if reason != "cold" and not should_save(self.policy, reason, req.pos, req.last_saved):
             return
         try:
-            res = self._save_state(req.seq, req.target[: req.pos], reason, req.options.tier, logits)
+            res = self._save_state(req.seq, req.target[: req.pos], reason, req.options.tier, logits,
+                                   req.fingerprint)
         except Exception as e:  # a failed save never fails the request
             self.last_error = f"{reason} save failed: {e!r}"
             return
@@ -555,11 +694,7 @@ class Engine:
         if req.phase == DONE:
             return
         self._save(req, "finish")
-        tail = req.utf8.flush()
-        if tail:
-            req.text.append(tail)
-            if req.stream:
-                self.emit(req.reply_to, mm.TokenChunk(req.req_id, tail, ()))
+        self._send_shaped(req, req.shaper.finish(), ())
         req.phase = DONE
         req.t_done = time.perf_counter()
         self._release(req, keep_session=True)
@@ -587,6 +722,129 @@ class Engine:
         req = self.active.get(target)
         if req is not None:
             self._finish(req, "cancelled")
+
+    # ------------------------------------------------------------------ adapters
+
+    def _apply_adapter_ops(self) -> None:
+        """Apply queued adapter changes once nothing is in flight (a barrier between requests)."""
+        if not self.adapter_ops or self.active:
+            return
+        while self.adapter_ops:
+            msg = self.adapter_ops.popleft()
+            try:
+                value = self._adapter_op(msg)
+            except (RequestError, LlamaError) as e:
+                self.counters["errors"] += 1
+                self._reply(msg.reply_to, mm.ErrorReply(msg.req_id, e.reason, e.detail), msg.req_id)
+            except Exception as e:
+                self.counters["errors"] += 1
+                self._reply(msg.reply_to, mm.ErrorReply(msg.req_id, "internal_error", repr(e)), msg.req_id)
+            else:
+                self._reply(msg.reply_to, mm.Value(msg.req_id, value), msg.req_id)
+
+    def _adapter_op(self, msg: Any) -> Any:
+        import os
+
+        if isinstance(msg, mm.LoadAdapter):
+            scale = _scale(msg.scale)
+            if not isinstance(msg.path, str) or not os.path.isfile(msg.path):
+                raise RequestError("no_such_file", f"adapter file {msg.path!r} does not exist")
+            aid = msg.adapter_id or os.path.splitext(os.path.basename(msg.path))[0]
+            if not isinstance(aid, str) or not aid:
+                raise RequestError("bad_option", "adapter_id: expected a non-empty string")
+            if aid in self.adapters:
+                raise RequestError("adapter_exists", f"adapter {aid!r} is already loaded")
+            adapter = self.backend.load_adapter(msg.path)
+            self.adapters[aid] = AdapterEntry(adapter, msg.path, adapter.sha256, scale)
+            try:
+                self._reapply_adapters()
+            except BaseException:
+                entry = self.adapters.pop(aid)
+                self.backend.close_adapter(entry.adapter)
+                raise
+            return self.adapters[aid].describe(aid)
+        entry = self.adapters.get(msg.adapter_id)
+        if entry is None:
+            raise RequestError("no_such_adapter", f"adapter {msg.adapter_id!r} is not loaded")
+        if isinstance(msg, mm.SetAdapterScale):
+            old, entry.scale = entry.scale, _scale(msg.scale)
+            try:
+                self._reapply_adapters()
+            except BaseException:
+                entry.scale = old
+                raise
+            return entry.describe(msg.adapter_id)
+        del self.adapters[msg.adapter_id]
+        self._reapply_adapters()
+        self.backend.close_adapter(entry.adapter)
+        return True
+
+    def _reapply_adapters(self) -> None:
+        """Idle sessions hold KV computed under the old set: save them under the old fingerprint and let go."""
+        for sid in list(self.sessions):
+            self._drop_session(sid, "evict")
+        self.backend.set_adapters([(e.adapter, e.scale) for e in self.adapters.values() if e.scale != 0.0])
+
+    # ------------------------------------------------------------------ speculative verify, inspection
+
+    def _verify(self, msg: mm.Verify) -> dict[str, Any]:
+        if self.active or self.pending or self.adapter_ops:
+            raise RequestError("busy", "verify runs only while the model is idle")
+        if not self.free:
+            raise RequestError("busy", "no free sequence (all are pinned by sessions)")
+        prefix = self._prompt_tokens(msg.prefix, mm.GenOptions())
+        cands = self._check_tokens(msg.candidates)
+        if not prefix:
+            raise RequestError("bad_request", "empty prefix")
+        if len(prefix) + len(cands) > self.backend.n_ctx_seq:
+            raise RequestError("context_overflow", f"{len(prefix) + len(cands)} tokens do not fit a sequence")
+        if len(cands) + 1 > self.n_batch:
+            raise RequestError("batch_overflow", f"at most {self.n_batch - 1} candidates per verify")
+        be = self.backend
+        seq = self.free[0]  # scratch: borrowed, emptied again below
+        try:
+            be.seq_rm(seq)
+            done = self._restore_scratch(seq, prefix[:-1])
+            head = prefix[:-1]
+            while done < len(head):
+                n = min(self.n_batch, len(head) - done)
+                be.step([Prefill(seq, head[done:done + n])])
+                done += n
+            argmax = be.forward_argmax(seq, [prefix[-1], *cands])
+        finally:
+            be.seq_rm(seq)
+        n_ok = accepted_prefix(argmax, cands)
+        nxt = argmax[n_ok]
+        eog = be.is_eog(nxt)
+        return {"accepted": n_ok, "next": None if eog else nxt, "eog": eog}
+
+    def _restore_scratch(self, seq: int, tokens: list[int]) -> int:
+        """Load the longest cached prefix of ``tokens`` into ``seq``; returns its length (0: none)."""
+        if self.cache is None or not tokens:
+            return 0
+        be = self.backend
+        hit = self.cache.lookup(be.fingerprint, be.quant, be.ctx_hash, tokens)
+        loaded = self.cache.load(hit) if hit is not None else None
+        if hit is None or loaded is None:
+            return 0
+        try:
+            be.kv_unpack(seq, loaded.kv)
+            if hit.needs_truncation or hit.matched < be.seq_len(seq):
+                be.seq_rm(seq, hit.matched, -1)
+        except LlamaError:
+            be.seq_rm(seq)
+            return 0
+        return hit.matched
+
+    def _cached_prefix(self, tokens: Any) -> dict[str, Any]:
+        toks = self._prompt_tokens(tokens, mm.GenOptions())
+        if self.cache is None or not toks:
+            return {"length": 0, "kind": "none", "tier": None, "key": None}
+        be = self.backend
+        hit = self.cache.lookup(be.fingerprint, be.quant, be.ctx_hash, toks, record=False)
+        if hit is None:
+            return {"length": 0, "kind": "none", "tier": None, "key": None}
+        return {"length": hit.matched, "kind": hit.kind, "tier": hit.tier, "key": hit.key.hex()}
 
     # ------------------------------------------------------------------ sessions
 
@@ -645,6 +903,17 @@ class Engine:
         for sid in list(self.sessions):
             if self._drop_session(sid, "shutdown" if save else None):
                 saved += 1
+        if self._greedy is not None:
+            with contextlib.suppress(Exception):
+                self.backend.free_sampler(self._greedy)
+            self._greedy = None
+        for op in list(self.adapter_ops):
+            self._reply(op.reply_to, mm.ErrorReply(op.req_id, "model_stopping", "the model is being unloaded"),
+                        op.req_id)
+        self.adapter_ops.clear()
+        for entry in self.adapters.values():
+            with contextlib.suppress(Exception):
+                self.backend.close_adapter(entry.adapter)
         self._publish()
         return saved
 
@@ -681,6 +950,10 @@ class Engine:
             "counters": dict(self.counters),
             "n_batch": self.n_batch,
             "prefill_chunk_size": self.chunk,
+            "info": self.info,
+            "fingerprint": self.backend.fingerprint.hex(),
+            "adapters": [e.describe(aid) for aid, e in self.adapters.items()],
+            "adapter_ops_waiting": len(self.adapter_ops),
             "restarts": self.restarts,
             "last_error": self.last_error,
         }
@@ -695,6 +968,16 @@ class Engine:
             except Exception as e:
                 self.last_error = f"obs update failed: {e!r}"
         self._phase = phase
+
+
+
+
+def _scale(value: Any) -> float:
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RequestError("bad_option", f"scale: expected a finite number, got {value!r}")
+    return float(value)
 
 
 __all__ = ["Engine", "RequestError", "Session"]

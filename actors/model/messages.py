@@ -176,6 +176,75 @@ class Embed(ModelRequest):
 
 
 @dataclass(frozen=True)
+class EmbedBatch(ModelRequest):
+    """Embeddings of many texts or token lists in one message; replies ``Value([vector, ...])``."""
+
+    inputs: tuple[Prompt, ...] | list[Prompt] = ()
+
+
+@dataclass(frozen=True)
+class LoadAdapter(ModelRequest):
+    """Load a LoRA adapter (GGUF) and apply it at ``scale``; replies ``Value(adapter info)``.
+
+    Adapter changes apply between requests: the change waits until the
+    requests in flight finish (new ones wait behind it), and idle sessions
+    are saved and released first, so no KV row ever mixes two adapter sets.
+    """
+
+    path: str = ""
+    scale: float = 1.0
+    adapter_id: str | None = None  # default: the file name without extension
+
+
+@dataclass(frozen=True)
+class UnloadAdapter(ModelRequest):
+    adapter_id: str = ""
+
+
+@dataclass(frozen=True)
+class SetAdapterScale(ModelRequest):
+    """Change an adapter's scale (0 keeps it loaded but off)."""
+
+    adapter_id: str = ""
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class ListAdapters(ModelRequest):
+    """Replies ``Value([{adapter_id, path, sha256, scale}, ...])``."""
+
+
+@dataclass(frozen=True)
+class Verify(ModelRequest):
+    """Speculative verification: one forward pass over ``candidates`` after ``prefix``.
+
+    Replies ``Value({"accepted": n, "next": token | None, "eog": bool})``:
+    ``n`` leading candidates the model agrees with (greedy), then the
+    model's own next token (``eog`` True and ``next`` None when that is
+    end-of-generation).  Runs on a scratch sequence and leaves sessions and
+    KV as they were; refused with ``busy`` unless the model is idle.
+    """
+
+    prefix: Prompt = ()
+    candidates: tuple[int, ...] | list[int] = ()
+
+
+@dataclass(frozen=True)
+class CachedPrefix(ModelRequest):
+    """Longest cached prefix of ``tokens`` for this model (any tier), without touching the row.
+
+    Replies ``Value({"length": n, "kind": exact|prefix|none, "tier": ..., "key": hex | None})``.
+    """
+
+    tokens: Prompt = ()
+
+
+@dataclass(frozen=True)
+class VramInfoReq(ModelRequest):
+    """GPU memory as the model's process sees it; replies ``Value({"gpu": bool, ...})``."""
+
+
+@dataclass(frozen=True)
 class ModelStatusReq(ModelRequest):
     """Rich status, answered by the model actor's message thread (never waits for a decode)."""
 
@@ -213,9 +282,11 @@ class Completion:
     decoded when generation stopped is in ``generated`` only), and
     ``committed_tokens`` is their count.  ``finish_key`` is the cache key of
     exactly those tokens when such a row exists (pass it as ``parent_key``).
-    ``finish_reason``: ``stop`` (end of generation), ``length``
-    (max_tokens or the sequence's context is full), ``cancelled``, or
-    ``prefill`` (PrefillOnly).  ``cache_hit_kind``: ``exact``, ``partial``,
+    ``finish_reason``: ``stop`` (end of generation, or a stop sequence,
+    then named in ``stop_sequence``), ``length`` (max_tokens or the
+    sequence's context is full), ``cancelled``, ``timeout`` (``timeout_s``)
+    or ``prefill`` (PrefillOnly).  ``thinking`` / ``thinking_signature`` and
+    ``tool_calls`` hold the spans a model with markers produced.  ``cache_hit_kind``: ``exact``, ``partial``,
     ``cold``, ``sticky`` or ``continuation``.
     """
 
@@ -229,17 +300,57 @@ class Completion:
     finish_reason: str
     cache_delta: CacheDelta
     stats: dict[str, Any]
+    stop_sequence: str | None = None
+    thinking: str = ""
+    thinking_signature: str = ""
+    tool_calls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class TokenChunk:
     """Streamed output: ``text`` holds only complete UTF-8 characters (bytes of a
-    character split across tokens are held back until it is complete)."""
+    character split across tokens are held back until it is complete).
+
+    ``kind``: ``text`` (the answer), ``thinking`` (inside the model's thinking
+    markers, when the request enabled thinking) or ``tool_call`` (inside its
+    tool-call markers).  A chunk may carry token ids and no text (bytes held
+    back: a split character, a possible marker or stop sequence).
+    """
 
     req_id: str
     text: str
     token_ids: tuple[int, ...]
     ts: float = 0.0  # wall clock when the chunk's first token was sampled (delivery latency)
+    kind: str = "text"
+
+
+@dataclass(frozen=True)
+class ThinkingEnd:
+    """A thinking block ended (streamed before any answer text that follows it).
+
+    ``signature``: hex HMAC-SHA256 of ``text`` under the node's thinking key
+    ("" when no key is configured); ``complete`` is False when generation
+    stopped inside the block.
+    """
+
+    req_id: str
+    text: str
+    signature: str
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class ToolCallEnd:
+    """A tool call ended: ``data`` holds exactly the bytes between its markers
+    (the concatenation of its ``tool_call`` chunks)."""
+
+    req_id: str
+    data: bytes
+    complete: bool = True
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)

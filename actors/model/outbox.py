@@ -30,15 +30,16 @@ IDLE_LANE_S = 60.0
 
 
 def coalesce(items: list[Any]) -> list[Any]:
-    """Merge runs of token chunks per request, and of done notices; order is otherwise kept."""
+    """Merge runs of token chunks per request (of one kind), and of done notices; order is otherwise kept."""
     out: list[Any] = []
     open_chunk: dict[str, int] = {}
     for msg in items:
         if isinstance(msg, TokenChunk):
             i = open_chunk.get(msg.req_id)
-            if i is not None:
+            if i is not None and out[i].kind == msg.kind:
                 prev = out[i]
-                out[i] = TokenChunk(msg.req_id, prev.text + msg.text, prev.token_ids + msg.token_ids, prev.ts)
+                out[i] = TokenChunk(msg.req_id, prev.text + msg.text, prev.token_ids + msg.token_ids, prev.ts,
+                                    prev.kind)
                 continue
             open_chunk[msg.req_id] = len(out)
             out.append(msg)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.model.messages import CacheDelta, Completion, GenOptions
+from actors.model.output import OutputShaper
 from actors.model.scheduler import SeqWork
-from actors.model.stream import Utf8Assembler
 
 PENDING = "pending"
 PREFILLING = "prefilling"
@@ -45,8 +45,10 @@ class Request:
     logits: bool = False
     sampler: Any = None
     generated: list[int] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    utf8: Utf8Assembler = field(default_factory=Utf8Assembler)
+    shaper: OutputShaper = field(default_factory=OutputShaper)
+    fingerprint: bytes = b""  # the model's effective fingerprint at admission (adapters folded in)
+    deadline: float | None = None  # perf_counter time after which the request ends with "timeout"
+    thinking_tokens: int = 0
     hit_kind: str = "cold"
     read: int = 0
     saved: dict[int, bytes] = field(default_factory=dict)
@@ -88,18 +90,14 @@ class Request:
     def wants_token(self) -> bool:
         return len(self.generated) < self.options.max_tokens
 
-    def add_token(self, token: int, piece: bytes, decoded: bool) -> str:
-        """Record a generated token; returns the text it completes (may be empty)."""
+    def add_token(self, token: int, decoded: bool) -> None:
+        """Record a generated (or forced) token; a token not decoded reaches KV by the next prefill slice."""
         self.generated.append(token)
         self.target.append(token)
         if decoded:
             self.pos += 1
         if not self.t_first:
             self.t_first = time.perf_counter()
-        text = self.utf8.feed(piece)
-        if text:
-            self.text.append(text)
-        return text
 
     def note_saved(self, length: int, key: bytes, accepted: bool) -> None:
         self.saved[length] = key
@@ -127,9 +125,13 @@ class Request:
     def completion(self, finish_reason: str) -> Completion:
         context = tuple(self.target[: self.pos])
         created = max(0, self.max_saved - self.read)
+        sh = self.shaper
+        stats = self.stats()
+        if sh.stopped is not None:
+            stats["stop_sequence"] = sh.stopped
         return Completion(
             req_id=self.req_id,
-            reply="".join(self.text),
+            reply=sh.reply,
             generated=tuple(self.generated),
             context_tokens=context,
             committed_tokens=len(context),
@@ -137,5 +139,9 @@ class Request:
             cache_hit_kind=self.hit_kind,
             finish_reason=finish_reason,
             cache_delta=CacheDelta(self.read, created),
-            stats=self.stats(),
+            stats=stats,
+            stop_sequence=sh.stopped,
+            thinking="".join(sh.thinking),
+            thinking_signature=sh.signatures[-1] if sh.signatures else "",
+            tool_calls=tuple(c.decode("utf-8", "replace") for c in sh.tool_calls),
         )

@@ -32,7 +32,7 @@ class Outbox:
         return [m for _, m in self.sent if getattr(m, "req_id", None) == req_id]
 
     def final(self, req_id: str) -> Any:
-        msgs = [m for m in self.for_req(req_id) if not isinstance(m, mm.TokenChunk)]
+        msgs = [m for m in self.for_req(req_id) if not isinstance(m, (mm.TokenChunk, mm.ThinkingEnd, mm.ToolCallEnd))]
         assert len(msgs) == 1, msgs
         return msgs[0]
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     with running_system(tmp_path_factory.mktemp("real"), default_tier="ram", policy=POLICY) as system:
-        system.load_model("smol", context=CONTEXT)
+        system.load_model("smol", context=CONTEXT, embeddings=True)
         yield system
 
 

@@ -6,9 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.model.stream import (
+    Boundary,
+    Content,
     Markers,
-    MarkerTracker,
     Span,
+    SpanSplitter,
     StopScanner,
     Utf8Assembler,
     accepted_prefix,
@@ -98,74 +100,104 @@ def test_stop_examples() -> None:
     assert run_scanner(["END"], ["the E", "N"])[:2] == ("the EN", None)
 
 
-THINK_OPEN, THINK_CLOSE, TOOL_OPEN, TOOL_CLOSE = (1000, 1001), (1002,), (1003, 1004), (1005, 1006)
-MARKERS = Markers(thinking_start=THINK_OPEN, thinking_end=THINK_CLOSE, tool_start=TOOL_OPEN, tool_end=TOOL_CLOSE)
-CONTENT = st.lists(st.integers(0, 999), min_size=1, max_size=5)
+MARKERS = Markers(thinking_start=b"<think>", thinking_end=b"</think>", tool_start=b"<tool_call>",
+                  tool_end=b"</tool_call>", payload_start=b"<arg>", payload_end=b"</arg>")
+# Content avoids '<' so generated content never forms a marker by accident.
+CONTENT = st.text(alphabet="abc xyz\u00e9\u4e2d", min_size=1, max_size=6).map(lambda t: t.encode())
 
 
-@given(st.lists(st.tuples(st.sampled_from([Span.TEXT, Span.THINKING, Span.TOOL_CALL]), CONTENT), max_size=6))
-def test_marker_tracker_recovers_segments(segments: list[tuple[Span, list[int]]]) -> None:
-    # Build a generation: thinking first (if any), then text / tool calls.
-    tokens: list[int] = []
-    expected: list[tuple[Span, int]] = []
-    opened_thinking = False
+def split(markers: Markers, data: bytes, cuts: list[int], thinking: bool = True) -> tuple[list, SpanSplitter]:
+    sp = SpanSplitter(markers, thinking=thinking)
+    parts = []
+    for chunk in chunked(data, cuts):
+        parts += sp.feed(chunk)
+    parts += sp.flush()
+    return parts, sp
+
+
+def merged(parts: list) -> list[tuple[str, bytes]]:
+    """Content per span with adjacent pieces joined, boundaries as markers: chunking-free view."""
+    out: list[tuple[str, bytes]] = []
+    for p in parts:
+        if isinstance(p, Content):
+            if out and out[-1][0] == p.span.value:
+                out[-1] = (p.span.value, out[-1][1] + p.data)
+            else:
+                out.append((p.span.value, p.data))
+        else:
+            out.append(("|", p.marker))
+    return out
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from([Span.TEXT, Span.THINKING, Span.TOOL_CALL]), CONTENT), max_size=6),
+       st.lists(st.integers(0, 200), max_size=15))
+def test_splitter_recovers_segments_under_any_chunking(segments: list[tuple[Span, bytes]], cuts: list[int]) -> None:
+    data = b""
+    expected: list[tuple[Span, bytes]] = []
     for span, content in segments:
         if span is Span.THINKING:
-            if opened_thinking:
-                continue
-            opened_thinking = True
-            tokens += [*THINK_OPEN, *content, *THINK_CLOSE]
+            data += b"<think>" + content + b"</think>"
         elif span is Span.TOOL_CALL:
-            tokens += [*TOOL_OPEN, *content, *TOOL_CLOSE]
+            data += b"<tool_call>" + content + b"</tool_call>"
         else:
-            tokens += content
-        expected += [(span, t) for t in content]
-    tr = MarkerTracker(MARKERS, thinking=True)
-    got: list[tuple[Span, int]] = []
-    for t in tokens:
-        classes, released = tr.feed(t)
-        assert len(classes) == len(released)
-        got += [(c.span, tok) for c, tok in zip(classes, released, strict=True) if not c.marker]
-    assert got == expected
-    assert tr.span is Span.TEXT
+            data += content
+        expected.append((span, content))
+    parts, sp = split(MARKERS, data, cuts)
+    got: dict[Span, bytes] = {s: b"" for s in Span}
+    for p in parts:
+        if isinstance(p, Content):
+            got[p.span] += p.data
+    for span in Span:
+        assert got[span] == b"".join(c for s, c in expected if s is span)
+    assert sp.span is Span.TEXT
+    assert merged(parts) == merged(split(MARKERS, data, [])[0])  # chunking never changes the result
+
+
+def test_marker_split_across_tokens_any_way() -> None:
+    for cut in range(1, len(b"<think>")):
+        parts, _ = split(MARKERS, b"hi <think>plan</think>ok", [3 + cut])
+        assert merged(parts) == [("text", b"hi "), ("|", b"<think>"), ("thinking", b"plan"), ("|", b"</think>"),
+                                 ("text", b"ok")]
 
 
 def test_partial_marker_is_released_as_content() -> None:
-    tr = MarkerTracker(MARKERS, thinking=True)
-    assert tr.feed(1000) == ([], [])  # could be the start of <think>
-    classes, released = tr.feed(7)
-    assert released == [1000, 7]
-    assert [c.span for c in classes] == [Span.TEXT, Span.TEXT]
+    sp = SpanSplitter(MARKERS, thinking=True)
+    assert sp.feed(b"a <thi") == [Content(Span.TEXT, b"a ")]  # could still be <think>
+    assert sp.feed(b"s") == [Content(Span.TEXT, b"<this")]
+    assert sp.feed(b"<th") == []
+    assert sp.flush() == [Content(Span.TEXT, b"<th")]
 
 
-def test_thinking_disabled_ignores_thinking_markers() -> None:
-    tr = MarkerTracker(MARKERS, thinking=False)
-    classes, released = tr.feed(1000)
-    assert released == [1000] and classes[0].span is Span.TEXT
+def test_thinking_disabled_leaves_markers_as_text() -> None:
+    parts, _ = split(MARKERS, b"<think>x</think>", [], thinking=False)
+    assert merged(parts) == [("text", b"<think>x</think>")]
 
 
-def test_thinking_budget_forces_end_marker() -> None:
-    tr = MarkerTracker(MARKERS, thinking=True, thinking_budget=3)
-    tr.feed(1000)
-    tr.feed(1001)
-    forces = [tr.feed(t)[0][0].force for t in (5, 6, 7)]
-    assert forces == [(), (), THINK_CLOSE]
-    tr.forced(THINK_CLOSE)
-    assert tr.span is Span.TEXT
+def test_close_thinking_releases_held_bytes() -> None:
+    sp = SpanSplitter(MARKERS, thinking=True)
+    assert sp.feed(b"<think>abc</th")[-1] == Content(Span.THINKING, b"abc")
+    parts = sp.close_thinking()
+    assert parts[0] == Content(Span.THINKING, b"</th")
+    assert isinstance(parts[1], Boundary) and parts[1].closed is Span.THINKING
+    assert sp.span is Span.TEXT
 
 
 def test_tool_call_greedy_outside_payload() -> None:
-    m = Markers(tool_start=(10,), tool_end=(11,), payload_start=(12,), payload_end=(13,))
-    tr = MarkerTracker(m)
-    assert not tr.wants_greedy()
-    tr.feed(10)
-    assert tr.wants_greedy()
-    tr.feed(12)
-    assert not tr.wants_greedy()
-    tr.feed(13)
-    assert tr.wants_greedy()
-    classes, _ = tr.feed(11)
-    assert classes[-1].closed is Span.TOOL_CALL and not tr.wants_greedy()
+    sp = SpanSplitter(MARKERS)
+    assert not sp.wants_greedy()
+    sp.feed(b"<tool_call>{\"a\": ")
+    assert sp.wants_greedy()
+    parts = sp.feed(b"<arg>free text")
+    assert not sp.wants_greedy()
+    assert Content(Span.TOOL_CALL, b"<arg>") in parts  # payload markers stay in the call's bytes
+    sp.feed(b"</arg>}")
+    assert sp.wants_greedy()
+    parts = sp.feed(b"</tool_call>")
+    assert parts[-1].closed is Span.TOOL_CALL and not sp.wants_greedy()
+    no_payload = SpanSplitter(Markers(tool_start=b"[", tool_end=b"]"))
+    no_payload.feed(b"[x <arg>")
+    assert no_payload.wants_greedy()  # undeclared payload markers: the whole call is greedy
 
 
 def test_signature() -> None:
