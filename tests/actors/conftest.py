@@ -51,9 +51,9 @@ def alive(pids: set[int] | list[int]) -> list[int]:
 
 
 @contextlib.contextmanager
-def running_system(path: Path, **cache_kw: Any) -> Iterator[System]:
+def running_system(path: Path, thinking_key: bytes | None = None, **cache_kw: Any) -> Iterator[System]:
     """A whole tree on its own free port; stopped in ``finally`` and checked for leftovers."""
-    system = System(cache=cache_config(path, **cache_kw))
+    system = System(cache=cache_config(path, **cache_kw), thinking_key=thinking_key)
     pids = set(system.pids())
     try:
         yield system

@@ -38,6 +38,19 @@ def test_coalesce_never_drops_or_reorders_tokens(events: list[tuple[str, int]]) 
     assert len(out) == len({r for r, _ in events})
 
 
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.sampled_from(["text", "thinking", "tool_call"]),
+                          st.integers(0, 9)), max_size=40))
+def test_coalesce_never_merges_across_kinds(events: list[tuple[str, str, int]]) -> None:
+    items = [TokenChunk(r, f"{k[0]}{t}", (t,), kind=k) for r, k, t in events]
+    out = coalesce(items)
+    for rid in "ab":
+        want = [(k, f"{k[0]}{t}") for r, k, t in events if r == rid]
+        got = [m for m in out if m.req_id == rid]
+        # per request: the kinds in order, and each chunk's text only from its own kind
+        assert "".join(m.text for m in got) == "".join(t for _, t in want)
+        assert all(set(m.text[::2]) <= {m.kind[0]} for m in got)
+
+
 @given(st.text(max_size=50), st.lists(st.integers(1, 4), max_size=60))
 def test_utf8_stream_only_emits_whole_characters(text: str, cuts: list[int]) -> None:
     data = text.encode("utf-8")
