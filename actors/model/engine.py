@@ -36,6 +36,8 @@ from actors.cache.client import EXACT
 from actors.cache.kvc import RowMeta
 from actors.cache.policy import SavePolicy, cold_save_length, continued_save_length, should_save
 from actors.model import messages as mm
+from actors.model import speculative
+from actors.model.adapters import AdapterError, AdapterSet
 from actors.model.errors import LlamaError
 from actors.model.llama import Decode, Prefill
 from actors.model.output import THINKING, Delta, OutputShaper, Shaped, SpanEnd
@@ -50,7 +52,7 @@ from actors.model.request import (
     Request,
 )
 from actors.model.scheduler import IDLE, default_chunk, phase_of, plan_batch, select_admissions
-from actors.model.stream import Markers, Span, accepted_prefix
+from actors.model.stream import Markers, Span
 
 Emit = Callable[[Any, Any], None]
 
@@ -62,17 +64,6 @@ class RequestError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass
-class AdapterEntry:
-    adapter: Any
-    path: str
-    sha256: bytes
-    scale: float
-
-    def describe(self, adapter_id: str) -> dict[str, Any]:
-        return {"adapter_id": adapter_id, "path": self.path, "sha256": self.sha256.hex(), "scale": self.scale}
 
 
 @dataclass
@@ -126,8 +117,7 @@ class Engine:
         self._thinking_end_tokens: list[int] | None = None
         self.embeddings = embeddings
         self._greedy: Any = None
-        self.adapters: dict[str, AdapterEntry] = {}
-        self.adapter_ops: deque[Any] = deque()
+        self.adapters = AdapterSet(backend, self._release_sessions)
         self.info: dict[str, Any] = dict(backend.info())
         self.free: list[int] = list(range(self.n_seq_max))
         self.active: dict[str, Request] = {}
@@ -151,7 +141,7 @@ class Engine:
 
     def has_work(self) -> bool:
         return self._crash is not None or any(r.work() is not None for r in self.active.values()) or (
-            bool(self.pending) and bool(self.free)) or (bool(self.adapter_ops) and not self.active)
+            bool(self.pending) and bool(self.free)) or (bool(self.adapters.waiting) and not self.active)
 
     def handle(self, msg: Any) -> None:
         """Apply one command (a request message from ``actors.model.messages``)."""
@@ -216,11 +206,10 @@ class Engine:
                 raise RequestError("bad_request", "an input is empty")
             self._reply(msg.reply_to, mm.Value(msg.req_id, [be.embed(t) for t in token_lists]), msg.req_id)
         elif isinstance(msg, (mm.LoadAdapter, mm.UnloadAdapter, mm.SetAdapterScale)):
-            self.adapter_ops.append(msg)
+            self.adapters.waiting.append(msg)
             self._apply_adapter_ops()
         elif isinstance(msg, mm.ListAdapters):
-            value = [e.describe(aid) for aid, e in self.adapters.items()]
-            self._reply(msg.reply_to, mm.Value(msg.req_id, value), msg.req_id)
+            self._reply(msg.reply_to, mm.Value(msg.req_id, self.adapters.describe()), msg.req_id)
         elif isinstance(msg, mm.Verify):
             self._reply(msg.reply_to, mm.Value(msg.req_id, self._verify(msg)), msg.req_id)
         elif isinstance(msg, mm.CachedPrefix):
@@ -333,7 +322,7 @@ class Engine:
         return not (req.session_id is not None and req.session_id in self.sessions)
 
     def _admit_pending(self) -> None:
-        if not self.pending or self.adapter_ops:  # an adapter change waits for in-flight work; new work waits for it
+        if not self.pending or self.adapters.waiting:  # new work waits behind an adapter change
             return
         if not self.free and any(self._needs_slot(r) for r in self.pending):
             # Only idle sessions hold the slots and nothing running will give one
@@ -723,17 +712,17 @@ class Engine:
         if req is not None:
             self._finish(req, "cancelled")
 
-    # ------------------------------------------------------------------ adapters
+    # ------------------------------------------------------------------ adapters, verify, inspection
 
     def _apply_adapter_ops(self) -> None:
         """Apply queued adapter changes once nothing is in flight (a barrier between requests)."""
-        if not self.adapter_ops or self.active:
+        if not self.adapters.waiting or self.active:
             return
-        while self.adapter_ops:
-            msg = self.adapter_ops.popleft()
+        while self.adapters.waiting:
+            msg = self.adapters.waiting.popleft()
             try:
-                value = self._adapter_op(msg)
-            except (RequestError, LlamaError) as e:
+                value = self.adapters.apply(msg)
+            except (AdapterError, LlamaError) as e:
                 self.counters["errors"] += 1
                 self._reply(msg.reply_to, mm.ErrorReply(msg.req_id, e.reason, e.detail), msg.req_id)
             except Exception as e:
@@ -742,53 +731,13 @@ class Engine:
             else:
                 self._reply(msg.reply_to, mm.Value(msg.req_id, value), msg.req_id)
 
-    def _adapter_op(self, msg: Any) -> Any:
-        import os
-
-        if isinstance(msg, mm.LoadAdapter):
-            scale = _scale(msg.scale)
-            if not isinstance(msg.path, str) or not os.path.isfile(msg.path):
-                raise RequestError("no_such_file", f"adapter file {msg.path!r} does not exist")
-            aid = msg.adapter_id or os.path.splitext(os.path.basename(msg.path))[0]
-            if not isinstance(aid, str) or not aid:
-                raise RequestError("bad_option", "adapter_id: expected a non-empty string")
-            if aid in self.adapters:
-                raise RequestError("adapter_exists", f"adapter {aid!r} is already loaded")
-            adapter = self.backend.load_adapter(msg.path)
-            self.adapters[aid] = AdapterEntry(adapter, msg.path, adapter.sha256, scale)
-            try:
-                self._reapply_adapters()
-            except BaseException:
-                entry = self.adapters.pop(aid)
-                self.backend.close_adapter(entry.adapter)
-                raise
-            return self.adapters[aid].describe(aid)
-        entry = self.adapters.get(msg.adapter_id)
-        if entry is None:
-            raise RequestError("no_such_adapter", f"adapter {msg.adapter_id!r} is not loaded")
-        if isinstance(msg, mm.SetAdapterScale):
-            old, entry.scale = entry.scale, _scale(msg.scale)
-            try:
-                self._reapply_adapters()
-            except BaseException:
-                entry.scale = old
-                raise
-            return entry.describe(msg.adapter_id)
-        del self.adapters[msg.adapter_id]
-        self._reapply_adapters()
-        self.backend.close_adapter(entry.adapter)
-        return True
-
-    def _reapply_adapters(self) -> None:
-        """Idle sessions hold KV computed under the old set: save them under the old fingerprint and let go."""
+    def _release_sessions(self) -> None:
+        """Idle sessions hold KV of the old adapter set: save them under its fingerprint and let go."""
         for sid in list(self.sessions):
             self._drop_session(sid, "evict")
-        self.backend.set_adapters([(e.adapter, e.scale) for e in self.adapters.values() if e.scale != 0.0])
-
-    # ------------------------------------------------------------------ speculative verify, inspection
 
     def _verify(self, msg: mm.Verify) -> dict[str, Any]:
-        if self.active or self.pending or self.adapter_ops:
+        if self.active or self.pending or self.adapters.waiting:
             raise RequestError("busy", "verify runs only while the model is idle")
         if not self.free:
             raise RequestError("busy", "no free sequence (all are pinned by sessions)")
@@ -800,50 +749,17 @@ class Engine:
             raise RequestError("context_overflow", f"{len(prefix) + len(cands)} tokens do not fit a sequence")
         if len(cands) + 1 > self.n_batch:
             raise RequestError("batch_overflow", f"at most {self.n_batch - 1} candidates per verify")
-        be = self.backend
-        seq = self.free[0]  # scratch: borrowed, emptied again below
-        try:
-            be.seq_rm(seq)
-            done = self._restore_scratch(seq, prefix[:-1])
-            head = prefix[:-1]
-            while done < len(head):
-                n = min(self.n_batch, len(head) - done)
-                be.step([Prefill(seq, head[done:done + n])])
-                done += n
-            argmax = be.forward_argmax(seq, [prefix[-1], *cands])
-        finally:
-            be.seq_rm(seq)
-        n_ok = accepted_prefix(argmax, cands)
-        nxt = argmax[n_ok]
-        eog = be.is_eog(nxt)
-        return {"accepted": n_ok, "next": None if eog else nxt, "eog": eog}
-
-    def _restore_scratch(self, seq: int, tokens: list[int]) -> int:
-        """Load the longest cached prefix of ``tokens`` into ``seq``; returns its length (0: none)."""
-        if self.cache is None or not tokens:
-            return 0
-        be = self.backend
-        hit = self.cache.lookup(be.fingerprint, be.quant, be.ctx_hash, tokens)
-        loaded = self.cache.load(hit) if hit is not None else None
-        if hit is None or loaded is None:
-            return 0
-        try:
-            be.kv_unpack(seq, loaded.kv)
-            if hit.needs_truncation or hit.matched < be.seq_len(seq):
-                be.seq_rm(seq, hit.matched, -1)
-        except LlamaError:
-            be.seq_rm(seq)
-            return 0
-        return hit.matched
+        return speculative.verify(self.backend, self.cache, self.free[0], prefix, cands, self.n_batch)
 
     def _cached_prefix(self, tokens: Any) -> dict[str, Any]:
         toks = self._prompt_tokens(tokens, mm.GenOptions())
+        none = {"length": 0, "kind": "none", "tier": None, "key": None}
         if self.cache is None or not toks:
-            return {"length": 0, "kind": "none", "tier": None, "key": None}
+            return none
         be = self.backend
         hit = self.cache.lookup(be.fingerprint, be.quant, be.ctx_hash, toks, record=False)
         if hit is None:
-            return {"length": 0, "kind": "none", "tier": None, "key": None}
+            return none
         return {"length": hit.matched, "kind": hit.kind, "tier": hit.tier, "key": hit.key.hex()}
 
     # ------------------------------------------------------------------ sessions
@@ -907,13 +823,11 @@ class Engine:
             with contextlib.suppress(Exception):
                 self.backend.free_sampler(self._greedy)
             self._greedy = None
-        for op in list(self.adapter_ops):
+        for op in list(self.adapters.waiting):
             self._reply(op.reply_to, mm.ErrorReply(op.req_id, "model_stopping", "the model is being unloaded"),
                         op.req_id)
-        self.adapter_ops.clear()
-        for entry in self.adapters.values():
-            with contextlib.suppress(Exception):
-                self.backend.close_adapter(entry.adapter)
+        self.adapters.waiting.clear()
+        self.adapters.close()
         self._publish()
         return saved
 
@@ -952,8 +866,8 @@ class Engine:
             "prefill_chunk_size": self.chunk,
             "info": self.info,
             "fingerprint": self.backend.fingerprint.hex(),
-            "adapters": [e.describe(aid) for aid, e in self.adapters.items()],
-            "adapter_ops_waiting": len(self.adapter_ops),
+            "adapters": self.adapters.describe(),
+            "adapter_ops_waiting": len(self.adapters.waiting),
             "restarts": self.restarts,
             "last_error": self.last_error,
         }
@@ -970,14 +884,6 @@ class Engine:
         self._phase = phase
 
 
-
-
-def _scale(value: Any) -> float:
-    import math
-
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RequestError("bad_option", f"scale: expected a finite number, got {value!r}")
-    return float(value)
 
 
 __all__ = ["Engine", "RequestError", "Session"]

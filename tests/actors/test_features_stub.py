@@ -158,4 +158,4 @@ def test_adapters_refused_clearly_by_a_backend_without_them() -> None:
     r = rid()
     eng.handle(mm.LoadAdapter("m", r, "c", path="/nonexistent/lora.gguf"))
     assert out.final(r).reason == "no_such_file"
-    assert eng.adapters == {}
+    assert eng.adapters.entries == {}
