@@ -347,3 +347,35 @@ def test_introspection(feat: System) -> None:
     assert feat.list_cached_prefixes("smol", longer)["length"] >= len(prompt) - 1
     vram = feat.vram_info("smol")
     assert vram["available"] is False and vram["reason"] == "no_gpu"
+
+
+def test_second_process_attaches_and_reads_state_during_generation(feat: System) -> None:
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    root = Path(__file__).resolve().parents[2]
+    stream = feat.infer("smol", chat("Tell me a long story about a lighthouse keeper."), max_tokens=400)
+    it = iter(stream)
+    next(it)  # generating now
+    script = textwrap.dedent(f"""
+        import json
+        from actors.api import System
+        with System.attach({feat.port}) as s:
+            st = s.status("smol")
+            o = s.observe("smol")
+            info = s.model_info("smol")
+            print(json.dumps({{"phase": st["phase"], "requests": len(st["requests"]), "obs_phase": o.phase,
+                               "depth": s.queue_depth(), "status": info["status"]}}))
+    """)
+    try:
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=root,
+                             env={**os.environ, "PYTHONPATH": str(root)})
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got == {"phase": "generating", "requests": 1, "obs_phase": "generating", "depth": 1,
+                       "status": "ready"}
+    finally:
+        stream.close()
+    assert stream.result is not None and stream.result.finish_reason == "cancelled"
