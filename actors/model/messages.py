@@ -48,7 +48,7 @@ class GenOptions:
     ``thinking_markers``) to thinking events; ``thinking_budget_tokens``
     caps it.  ``timeout_s``: the request ends with ``finish_reason
     "timeout"`` (and what it produced so far) once this long has passed
-    since admission.
+    since the model received it (queueing included).
     """
 
     max_tokens: int = 64
