@@ -171,6 +171,14 @@ class CacheClient:
         while self._inbox:
             self.handle(self._inbox.popleft())
 
+    def apply_pending(self) -> None:
+        """Apply delivered messages now (the owner's thread, when it is otherwise idle).
+
+        A ``DropRamRows`` from an operator or from memory pressure must free the
+        rows even while the model has no request to trigger the next call.
+        """
+        self._drain()
+
     def _remember(self, info: m.RowInfo) -> None:
         if info.tier == RAM and (self.ram is None or info.key not in self.ram):
             return  # another process's ram row, or one we already dropped

@@ -40,6 +40,7 @@ from actors.model import messages as mm
 
 _FAULT_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT")
 _STOP = object()
+_CACHE_POKE = object()
 
 
 def reset_fault_signals() -> None:
@@ -79,7 +80,8 @@ class ModelActor(Actor):
     def _receive(self, msg: Any, sender: Any) -> None:
         cache = self.cache
         if cache is not None and cache.handles(msg):
-            cache.deliver(msg)  # applied by the worker at its next cache call
+            cache.deliver(msg)  # applied by the worker, which owns the cache client
+            self.commands.put(_CACHE_POKE)  # an idle worker applies it now (ram evictions free memory at once)
         elif isinstance(msg, mm.ModelStatusReq):
             self.send(msg.reply_to or sender, mm.ModelStatus(msg.req_id, msg.model, self._status()))
             if self.init is not None:
@@ -235,6 +237,10 @@ class ModelActor(Actor):
                 except queue.Empty:
                     break
             for cmd in cmds:
+                if cmd is _CACHE_POKE:
+                    if eng.cache is not None:
+                        eng.cache.apply_pending()
+                    continue
                 if cmd is _STOP:
                     self._close_engine(save=False)
                     return
