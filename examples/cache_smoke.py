@@ -45,7 +45,7 @@ def run_plain(config: CacheConfig) -> dict[str, int]:
         return service.get_counters()
 
 
-def run_actors(config: CacheConfig, tmp: Path) -> dict[str, int]:
+def run_actors(config: CacheConfig, tmp: Path, port: int | None = None) -> dict[str, int]:
     import time
 
     from actors.cache import messages as m
@@ -58,7 +58,7 @@ def run_actors(config: CacheConfig, tmp: Path) -> dict[str, int]:
         assert not reply.error, reply.error
         return reply.value
 
-    with start_system() as system:
+    with start_system(port) as system:
         admin = CacheAdmin.start(system, config)
         host = system.create(CacheClientHost)
         system.ask(host, m.ClientStart(config, admin.meta))
@@ -82,11 +82,12 @@ def run_actors(config: CacheConfig, tmp: Path) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="cache smoke test (no model)")
     ap.add_argument("--actors", action="store_true", help="run through a thespian actor system")
+    ap.add_argument("--port", type=int, default=None, help="admin port for --actors (default: a free port)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cache-smoke-") as d:
         tmp = Path(d)
         config = CacheConfig.create(tmp / "run", ram=None, disk=(tmp / "kvc", 1 << 30), default_tier="disk")
-        counters = run_actors(config, tmp) if args.actors else run_plain(config)
+        counters = run_actors(config, tmp, args.port) if args.actors else run_plain(config)
     shown = {k: v for k, v in counters.items() if v and not k.endswith(("_ns_total", "_capacity"))}
     print(json.dumps(shown, indent=2))
     ok = (counters["saves_cold"], counters["misses"], counters["hits_exact"]) == (1, 1, 1)
