@@ -404,6 +404,13 @@ class MetaCore:
                     self.index.make_available(info.key)
                     self._added.append(existing.info)
                 continue
+            if existing is not None and existing.tier == RAM and existing.info.owner != msg.client_id:
+                # Another model process holds this key in its own ram, which this one
+                # cannot read: the second copy stays private to its process (its own
+                # lookups use it, its ram quota bounds it) instead of being dropped,
+                # which left a second model on the same GGUF cold forever.
+                self.counters.inc(f"saves_{SaveReason(info.reason).name.lower()}")
+                continue
             if existing is not None:
                 conflicts.append(info.key)
                 continue

@@ -325,3 +325,18 @@ def test_unload_saves_sessions_and_reload_hits(tmp_path: Path) -> None:
         s.load_model("m", backend="stub")
         again = s.complete("m", list(sess.context_tokens), max_tokens=3)
         assert again.cache_hit_kind == "exact"  # the shutdown save of the live session
+
+
+def test_two_models_on_one_file_each_get_ram_hits(tmp_path: Path) -> None:
+    """Same weights, same layout, same keys: each model process keeps its own ram copy."""
+    from tests.actors.conftest import running_system
+
+    with running_system(tmp_path, default_tier="ram") as s:
+        cfg = {"n_seq_max": 2, "n_batch": 64}
+        s.load_model("a", backend="stub", stub=cfg)
+        s.load_model("b", backend="stub", stub=cfg)
+        prompt = "a prompt long enough to be worth a cache row " * 2
+        kinds = [s.complete(m, prompt, max_tokens=4).cache_hit_kind for m in ("a", "a", "b")]
+        time.sleep(1.0)  # the meta has answered b's save by now (it used to tell b to drop its copy)
+        kinds += [s.complete(m, prompt, max_tokens=4).cache_hit_kind for m in ("b", "a")]
+        assert kinds == ["cold", "exact", "cold", "exact", "exact"]
