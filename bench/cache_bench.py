@@ -2,13 +2,15 @@
 
 1. Lookup cost for a long prompt against a large index, through the real
    ``CacheClient`` mirror (rows registered by the real startup scan).
-2. Save and load bandwidth per tier for a state-sized blob, against a
-   same-run memcpy of the same bytes.
+2. Save, load and restore bandwidth per tier for a state-sized blob, against
+   a same-run memcpy of the same bytes.  Restore = load + copying every byte
+   into a destination buffer, what ``kv_unpack`` does into the KV cells (see
+   ``restore_times``); the goals apply to it.
 
 Prints a JSON report; ``--out PATH`` also writes it to a file.
 
 Targets (issue #3): lookup <= 1 ms for a 32k-token prompt with 10k rows;
-load >= 50% of memcpy from ram, >= 35% from ram_file, >= 25% from disk
+restore >= 50% of memcpy from ram, >= 35% from ram_file, >= 25% from disk
 (warm page cache).
 """
 
@@ -148,6 +150,36 @@ def memcpy_gbps(blob: bytes, reps: int) -> float:
     return len(blob) / statistics.median(times) / 1e9
 
 
+def restore_times(client: CacheClient, hit: Any, reps: int) -> list[float]:
+    """Load + copy every byte into a pre-faulted buffer the size of the state, as ``kv_unpack`` copies into KV.
+
+    A ``ram`` load alone is zero-copy (a view of the stored bytes) and a
+    ``ram_file`` load an mmap: neither has put a byte where the model needs
+    it yet, so load-only bandwidth flatters them.  The copy makes the three
+    tiers comparable with each other and with memcpy.
+    """
+    dst: bytearray | None = None
+    times = []
+    for _ in range(reps + 1):
+        t = time.perf_counter()
+        loaded = client.load(hit)
+        assert loaded is not None
+        kv = loaded.kv.cast("B") if loaded.kv.format != "B" else loaded.kv
+        lg = loaded.logits
+        n_lg = lg.nbytes if lg is not None else 0
+        if dst is None:  # first round: allocate and fault in the destination, untimed
+            dst = bytearray(kv.nbytes + n_lg)
+            del loaded, kv, lg
+            continue
+        view = memoryview(dst)
+        view[: kv.nbytes] = kv
+        if lg is not None:
+            view[kv.nbytes : kv.nbytes + n_lg] = lg.cast("B") if lg.format != "B" else lg
+        times.append(time.perf_counter() - t)
+        del loaded, kv, lg, view
+    return times
+
+
 def bench_tiers(root: Path, shm_root: Path, blob_mb: int, reps: int) -> dict[str, Any]:
     rng = random.Random(7)
     blob = os.urandom(blob_mb << 20)
@@ -187,9 +219,11 @@ def bench_tiers(root: Path, shm_root: Path, blob_mb: int, reps: int) -> dict[str
             assert loaded is not None and loaded.kv.nbytes == len(blob)
             del loaded
         load_s = statistics.median(loads)
+        restore_s = statistics.median(restore_times(client, hit, reps))
         memcpy_now = memcpy_gbps(blob, reps)  # same run, right next to the loads
         load_gbps = (len(blob) + len(logits)) / load_s / 1e9
-        ratio = load_gbps / memcpy_now
+        restore_gbps = (len(blob) + len(logits)) / restore_s / 1e9
+        ratio = restore_gbps / memcpy_now
         result[tier] = {
             "load_is_zero_copy": tier != "disk",  # ram: the stored bytes; ram_file: mmap of tmpfs
             "save_ms_in_model_loop": round(save_s * 1e3, 2),
@@ -198,7 +232,10 @@ def bench_tiers(root: Path, shm_root: Path, blob_mb: int, reps: int) -> dict[str
             "load_ms": round(load_s * 1e3, 3),
             "load_gbps": round(load_gbps, 2),
             "memcpy_gbps_same_run": round(memcpy_now, 2),
-            "load_vs_memcpy": round(ratio, 3),
+            "load_vs_memcpy": round(load_gbps / memcpy_now, 3),
+            "restore_ms": round(restore_s * 1e3, 3),
+            "restore_gbps": round(restore_gbps, 2),
+            "restore_vs_memcpy": round(ratio, 3),
             "target": TARGETS[tier],
             "pass": ratio >= TARGETS[tier],
         }
