@@ -198,7 +198,10 @@ class ModelActor(Actor):
                 policy=init.cache_config.policy if init.cache_config is not None else None,
                 markers=markers, thinking_key=init.thinking_key.reveal() if init.thinking_key else None,
                 embeddings=cfg.embeddings,
+                adapters_changed=lambda specs: self.outbox.post(sup, mm.AdaptersChanged(init.model_id, specs)),
             )
+            if init.adapters:
+                self.engine.restore_adapters(init.adapters)
         except Exception as e:
             backend.close()
             self.state = "failed"

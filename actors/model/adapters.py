@@ -56,6 +56,10 @@ class AdapterSet:
     def describe(self) -> list[dict[str, Any]]:
         return [e.describe(aid) for aid, e in self.entries.items()]
 
+    def specs(self) -> tuple[tuple[str, str, float], ...]:
+        """What a restarted model needs to rebuild this set: (adapter_id, path, scale)."""
+        return tuple((aid, e.path, e.scale) for aid, e in self.entries.items())
+
     def apply(self, msg: Any) -> Any:
         """Apply one change message; returns the reply value or raises AdapterError / LlamaError."""
         if isinstance(msg, mm.LoadAdapter):

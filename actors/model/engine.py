@@ -92,6 +92,7 @@ class Engine:
         markers: Markers | None = None,
         thinking_key: bytes | None = None,
         embeddings: bool = True,
+        adapters_changed: Callable[[tuple[tuple[str, str, float], ...]], None] | None = None,
     ) -> None:
         self.model_id = model_id
         self.backend = backend
@@ -118,6 +119,7 @@ class Engine:
         self.embeddings = embeddings
         self._greedy: Any = None
         self.adapters = AdapterSet(backend, self._release_sessions)
+        self._adapters_changed = adapters_changed or (lambda _specs: None)
         self.info: dict[str, Any] = dict(backend.info())
         self.free: list[int] = list(range(self.n_seq_max))
         self.active: dict[str, Request] = {}
@@ -729,7 +731,22 @@ class Engine:
                 self.counters["errors"] += 1
                 self._reply(msg.reply_to, mm.ErrorReply(msg.req_id, "internal_error", repr(e)), msg.req_id)
             else:
+                self._adapters_changed(self.adapters.specs())  # before the reply: a crash right after keeps it
                 self._reply(msg.reply_to, mm.Value(msg.req_id, value), msg.req_id)
+
+    def restore_adapters(self, specs: tuple[tuple[str, str, float], ...]) -> list[str]:
+        """After a restart: load the adapter set the model had; returns one line per adapter that failed."""
+        failed = []
+        for aid, path, scale in specs:
+            try:
+                self.adapters.apply(mm.LoadAdapter(self.model_id, "", None, path=path, scale=scale, adapter_id=aid))
+            except Exception as e:
+                failed.append(f"{aid}: {getattr(e, 'reason', '')} {getattr(e, 'detail', '') or e}".strip())
+        if failed:
+            self.last_error = "adapters not restored: " + "; ".join(failed)
+            self._adapters_changed(self.adapters.specs())
+        self._publish()
+        return failed
 
     def _release_sessions(self) -> None:
         """Idle sessions hold KV of the old adapter set: save them under its fingerprint and let go."""

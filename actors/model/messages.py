@@ -456,6 +456,7 @@ class ModelInit:
     obs_slot: int
     restarts: int = 0
     thinking_key: Any = None  # actors.secret.Secret | None
+    adapters: tuple[tuple[str, str, float], ...] = ()  # (adapter_id, path, scale) to re-apply after a restart
 
 
 @dataclass(frozen=True)
@@ -471,6 +472,14 @@ class ModelLoadFailed:
     model_id: str
     reason: str
     detail: str
+
+
+@dataclass(frozen=True)
+class AdaptersChanged:
+    """Model -> supervisor: the adapter set now in force, so a restarted model gets it back."""
+
+    model_id: str
+    adapters: tuple[tuple[str, str, float], ...]
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class _Model:
     loader: tuple[str, Any] | None = None
     unloaders: list[tuple[str, Any]] = field(default_factory=list)
     last_exit: str = ""
+    adapters: tuple[tuple[str, str, float], ...] = ()  # re-applied when the model restarts
 
 
 class ModelSupervisor(Actor):
@@ -84,6 +85,10 @@ class ModelSupervisor(Actor):
         elif isinstance(msg, mm.RequestDone):
             for rid in msg.req_ids:
                 self.inflight.pop(rid, None)
+        elif isinstance(msg, mm.AdaptersChanged):
+            entry = self.models.get(msg.model_id)
+            if entry is not None:
+                entry.adapters = msg.adapters
         elif isinstance(msg, ChildActorExited):
             self._child_exited(msg.childAddress)
         elif isinstance(msg, mm.ModelReady):
@@ -155,7 +160,8 @@ class ModelSupervisor(Actor):
         s = self.start
         assert s is not None
         return mm.ModelInit(entry.model_id, entry.config, self.myAddress, self.meta, s.cache_config, s.admin_port,
-                            s.obs_path, entry.obs_slot, entry.restarts, s.thinking_key)
+                            s.obs_path, entry.obs_slot, entry.restarts, s.thinking_key,
+                            entry.adapters)
 
     def _spawn(self, entry: _Model) -> None:
         from actors.model.actor import ModelActor

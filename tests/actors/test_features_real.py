@@ -379,3 +379,27 @@ def test_second_process_attaches_and_reads_state_during_generation(feat: System)
     finally:
         stream.close()
     assert stream.result is not None and stream.result.finish_reason == "cancelled"
+
+
+def test_adapters_survive_a_model_crash(tmp_path: Path) -> None:
+    path = str(write_lora(tmp_path / "kept-lora.gguf", scale=2.0, seed=5))
+    prompt = chat("Name three kinds of trees.")
+    with running_system(tmp_path / "sys", default_tier="disk", policy=POLICY) as s:
+        s.load_model("smol", context={"n_ctx": 1024, "n_seq_max": 1}, allow_debug_crash=True)
+        base = s.complete("smol", prompt, max_tokens=12, cache=False)
+        s.load_adapter("smol", path, scale=0.7)
+        adapted = s.complete("smol", prompt, max_tokens=12, cache=False)
+        assert adapted.generated != base.generated
+        stream = s.infer("smol", "Once upon a time, in a small village by the sea,", max_tokens=400, cache=False)
+        it = iter(stream)
+        next(it)
+        s.debug_crash("smol", "kill")
+        with pytest.raises(ModelError) as e:
+            for _ in it:
+                pass
+        assert e.value.reason == "model_crashed"
+        after = s.complete("smol", prompt, max_tokens=12, cache=False)  # the restarted process
+        assert s.models()[0]["restarts"] == 1
+        assert [a["adapter_id"] for a in s.list_adapters("smol")] == ["kept-lora"]
+        assert s.list_adapters("smol")[0]["scale"] == 0.7
+        assert after.generated == adapted.generated  # same weights as before the crash, not the base ones
