@@ -51,6 +51,7 @@ from actors.model.request import (
     PREFILLING,
     Request,
 )
+from actors.model.restore import unpack_cached
 from actors.model.scheduler import IDLE, default_chunk, phase_of, plan_batch, select_admissions
 from actors.model.stream import Markers, Span
 
@@ -403,18 +404,13 @@ class Engine:
         be, cache, seq = self.backend, self.cache, req.seq
         assert seq is not None
         t0 = time.perf_counter()
-        pk = req.options.parent_key
-        hit = cache.lookup(req.fingerprint or be.fingerprint, be.quant, be.ctx_hash, req.target, pk)
-        if hit is None:
-            return
-        loaded = cache.load(hit)
-        if loaded is None:
-            return
         try:
-            be.kv_unpack(seq, loaded.kv)
+            got = unpack_cached(be, cache, seq, req.target, req.fingerprint or be.fingerprint,
+                                req.options.parent_key)
+            if got is None:
+                return
+            hit, loaded = got
             matched = hit.matched
-            if hit.needs_truncation:
-                be.seq_rm(seq, matched, -1)
             logits_ok = False
             if matched == len(req.target) and hit.logits_usable and loaded.logits is not None and len(loaded.logits):
                 be.set_logits(seq, loaded.logits)

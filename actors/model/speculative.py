@@ -10,6 +10,7 @@ from typing import Any
 
 from actors.model.errors import LlamaError
 from actors.model.llama import Prefill
+from actors.model.restore import unpack_cached
 from actors.model.stream import accepted_prefix
 
 
@@ -17,18 +18,11 @@ def restore_prefix(backend: Any, cache: Any, seq: int, tokens: list[int]) -> int
     """Load the longest cached prefix of ``tokens`` into ``seq``; returns its length (0: none)."""
     if cache is None or not tokens:
         return 0
-    hit = cache.lookup(backend.fingerprint, backend.quant, backend.ctx_hash, tokens)
-    loaded = cache.load(hit) if hit is not None else None
-    if hit is None or loaded is None:
-        return 0
     try:
-        backend.kv_unpack(seq, loaded.kv)
-        if hit.needs_truncation or hit.matched < backend.seq_len(seq):
-            backend.seq_rm(seq, hit.matched, -1)
+        got = unpack_cached(backend, cache, seq, tokens, backend.fingerprint)
     except LlamaError:
-        backend.seq_rm(seq)
-        return 0
-    return int(hit.matched)
+        return 0  # emptied again: prefill from scratch
+    return int(got[0].matched) if got else 0
 
 
 def verify(backend: Any, cache: Any, seq: int, prefix: list[int], candidates: list[int],
