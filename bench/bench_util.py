@@ -23,13 +23,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from actors.api import System  # noqa: E402
+from actors.supervisor.runtime import alive  # noqa: E402
 
 # Real text, so prompts tokenize like a system prompt does (random ids would too, but read worse in replies).
 SYSTEM_TEXT = ("You are a support assistant for a hardware store. Answer in one or two sentences. Store hours are "
@@ -122,17 +121,6 @@ def tier_dirs() -> Iterator[tuple[Path, Path]]:
         shutil.rmtree(shm, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.rmdir(default_shm_root())  # only if nothing else uses it
-
-
-def alive(pids: set[int]) -> list[int]:
-    out = []
-    for p in pids:
-        try:
-            if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return out
 
 
 @contextlib.contextmanager

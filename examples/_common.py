@@ -17,12 +17,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from actors.api import System
 from actors.cache.config import CacheConfig
 from actors.cache.policy import SavePolicy
 from actors.cache.pressure import Reading
+from actors.supervisor.runtime import alive
 
 MODEL = "smol"  # the bundled SmolLM2-135M-Instruct; pass a GGUF path to load_model for another model
 
@@ -56,7 +55,7 @@ def running_system(port: int | None = None, *, policy: SavePolicy | None = None,
                     thinking_key=thinking_key) as system:
             pids = system.pids()
             yield system
-        left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        left = alive(pids)
         fact("leftover processes", len(left))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from actors.supervisor.runtime import free_port, listener_pid, tree_pids
+from actors.supervisor.runtime import alive, free_port, listener_pid, tree_pids
 
 CLI = [sys.executable, "-m", "actors"]
 
@@ -29,15 +29,6 @@ CLI = [sys.executable, "-m", "actors"]
 def cli(*args: str, timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, input=stdin,
                           stdin=None if stdin is not None else subprocess.DEVNULL)
-
-
-def alive(pids: list[int] | set[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-    return out
 
 
 def kill_left(pids: list[int] | set[int]) -> None:

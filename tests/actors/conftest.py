@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from actors.api import System
 from actors.cache.config import CacheConfig
 from actors.cache.service import CacheService
+from actors.supervisor.runtime import alive
 from tests.actors.engine_util import TEST_POLICY
 
 
@@ -37,17 +37,6 @@ def service(tmp_path: Path) -> Iterator[CacheService]:
         yield svc
     finally:
         svc.close()
-
-
-def alive(pids: set[int] | list[int]) -> list[int]:
-    out = []
-    for p in pids:
-        try:
-            if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return out
 
 
 @contextlib.contextmanager

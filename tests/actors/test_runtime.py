@@ -16,7 +16,8 @@ import pytest
 from actors.api import System
 from actors.obs import obs_path
 from actors.supervisor import runtime
-from tests.actors.conftest import alive, cache_config, running_system
+from actors.supervisor.runtime import alive
+from tests.actors.conftest import cache_config, running_system
 
 ROOT = Path(__file__).resolve().parents[2]
 
