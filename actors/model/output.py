@@ -21,6 +21,7 @@ from actors.model.stream import (
     Part,
     Span,
     SpanSplitter,
+    StopResult,
     StopScanner,
     Utf8Assembler,
     thinking_signature,
@@ -144,43 +145,26 @@ class OutputShaper:
 
     def _deliver(self, span: Span, text: str, out: Shaped) -> None:
         if span is Span.TEXT:
-            r = self._stop.feed(text) if text else None
-            if r is not None:
-                self._text(r.text, out)
-                if r.stop is not None:
-                    self.stopped = r.stop
-                    out.stop = r.stop
+            if text:
+                self._take(self._stop.feed(text), out)
         elif text:
             if span is Span.THINKING:
                 self._block.append(text)
             out.add(span.value, text)
 
-    def _text(self, text: str, out: Shaped) -> None:
-        if text:
-            self.text.append(text)
-            out.add(TEXT, text)
+    def _take(self, r: StopResult, out: Shaped) -> None:
+        """Answer text the stop scanner released, and the stop it found, if any."""
+        if r.text:
+            self.text.append(r.text)
+            out.add(TEXT, r.text)
+        if r.stop is not None:
+            self.stopped = out.stop = r.stop
 
     def _leave(self, span: Span, out: Shaped) -> None:
         """Release what ``span`` holds (an unfinished character, text the stop scanner kept)."""
-        tail = self._utf8[span].flush()
-        if span is Span.TEXT:
-            r = self._stop.feed(tail) if tail else None
-            if r is not None and r.stop is not None:
-                self._text(r.text, out)
-                self.stopped = out.stop = r.stop
-                return
-            if r is not None:
-                self._text(r.text, out)
-            r = self._stop.flush()
-            self._text(r.text, out)
-            if r.stop is not None:
-                self.stopped = out.stop = r.stop
-        elif span is Span.TOOL_CALL:
-            if tail:
-                out.add(TOOL_CALL, tail)
-        elif tail:
-            self._block.append(tail)
-            out.add(THINKING, tail)
+        self._deliver(span, self._utf8[span].flush(), out)
+        if span is Span.TEXT and self.stopped is None:
+            self._take(self._stop.flush(), out)
 
     def _boundary(self, b: Boundary, out: Shaped) -> None:
         if b.opened is not None:
