@@ -404,15 +404,6 @@ _MODEL_KEYS = ("id", "path", "backend", "context", "model_options", "prefill_chu
                "thinking_markers", "tool_call_markers", "stub")
 
 
-def _markers(v: Any, key: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, str]:
-    t = _table(v, key)
-    _keys(t, (*required, *optional), key)
-    for k in required:
-        if k not in t:
-            raise ConfigError(f"{key}.{k}", "missing")
-    return {k: _str(t[k], f"{key}.{k}") for k in (*required, *optional) if k in t}
-
-
 def _option_error(e: Any, opts: Mapping[str, Any], key: str) -> ConfigError:
     """Re-key an ``OptionError`` from ``actors.model.options`` under the config path, values shown TOML-style."""
     detail = e.detail.split(": ", 1)[1] if e.detail.startswith(f"{e.key}: ") else e.detail
@@ -497,16 +488,15 @@ def _model(v: Any, i: int, base: Path | None, seen: dict[str, int]) -> ModelSett
         sized = StubConfig(**stub)
         if sized.n_batch < sized.n_seq_max:
             raise ConfigError(f"{key}.stub.n_batch", f"must be >= n_seq_max ({sized.n_seq_max}), got {sized.n_batch}")
-    thinking = _markers(t["thinking_markers"], f"{key}.thinking_markers", ("start", "end")) \
-        if "thinking_markers" in t else None
-    tools = _markers(t["tool_call_markers"], f"{key}.tool_call_markers", ("start", "end"),
-                     ("payload_start", "payload_end")) if "tool_call_markers" in t else None
-    try:  # the model process's own rules (payload markers come in pairs, ...)
+    thinking, tools = t.get("thinking_markers"), t.get("tool_call_markers")
+    try:  # the model process's own rules, so the file and the keyword arguments agree
         from actors.model.output import parse_markers
 
         parse_markers(thinking, tools)
     except OptionError as e:
         raise ConfigError(f"{key}.{e.key}", e.detail.split(": ", 1)[-1]) from None
+    thinking = dict(thinking) if thinking else None
+    tools = dict(tools) if tools else None
     chunk = None
     if "prefill_chunk_size" in t:
         chunk = _int(t["prefill_chunk_size"], f"{key}.prefill_chunk_size", 1)

@@ -209,17 +209,19 @@ def parse_markers(thinking: Mapping[str, Any] | None, tools: Mapping[str, Any] |
 
     def strings(name: str, given: Mapping[str, Any] | None, required: tuple[str, ...],
                 optional: tuple[str, ...]) -> dict[str, bytes]:
-        if not given:
+        if given is None:
             return {}
         if not isinstance(given, Mapping):
             raise OptionError(name, "expected a table of marker strings")
         out: dict[str, bytes] = {}
         for key, value in given.items():
             if key not in required + optional:
-                raise OptionError(f"{name}.{key}", f"unknown marker (known: {', '.join(required + optional)})")
-            if not isinstance(value, str) or not value:
+                raise OptionError(f"{name}.{key}", f"unknown key (known: {', '.join(required + optional)})")
+            if not isinstance(value, str) or not value or "\x00" in value:
                 raise OptionError(f"{name}.{key}", f"expected a non-empty string, got {value!r}")
             out[key] = value.encode("utf-8")
+        if not out:
+            return {}  # an empty table: the model has no such markers
         for key in required:
             if key not in out:
                 raise OptionError(f"{name}.{key}", "missing")
