@@ -119,9 +119,9 @@ class _Receiver:
             if q is not None:
                 q.put(msg)
 
-    def open(self, req_id: str) -> None:
+    def open(self, req_id: str, sink: Any = None) -> None:
         with self._lock:
-            self._queues[req_id] = queue.SimpleQueue()
+            self._queues[req_id] = queue.SimpleQueue() if sink is None else sink
 
     def finish(self, req_id: str) -> None:
         with self._lock:

@@ -162,6 +162,25 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """``[http]``: the OpenAI/Anthropic HTTP front door (``actors.http``, docs/http.md).
+
+    ``api_keys``: accepted bearer / ``x-api-key`` values (none: no check, allowed on loopback only);
+    ``queue_limit``: requests per model in flight at the server (running or waiting) before 429,
+    ``queue_limits`` the same per model id; ``cors_origins``: origins allowed to call from a browser.
+    """
+
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: tuple[Secret, ...] = ()
+    queue_limit: int = 16
+    queue_limits: Mapping[str, int] = field(default_factory=dict)
+    cors_origins: tuple[str, ...] = ()
+    default_max_tokens: int = 1024
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole validated configuration; ``source`` is the file it came from (None for a dict)."""
 
@@ -170,6 +189,7 @@ class Config:
     pressure: PressureSettings | None = None
     models: tuple[ModelSettings, ...] = ()
     source: str | None = None
+    http: HttpSettings | None = None
 
 
 # --------------------------------------------------------------------------- value checks
@@ -515,6 +535,31 @@ def _model(v: Any, i: int, base: Path | None, seen: dict[str, int]) -> ModelSett
     )
 
 
+def _http(v: Any) -> HttpSettings:
+    t = _table(v, "http")
+    _keys(t, ("bind", "port", "api_keys", "queue_limit", "queue_limits", "cors_origins", "default_max_tokens",
+              "retry_after_s"), "http")
+    d = HttpSettings()
+
+    def strings(key: str) -> tuple[str, ...]:
+        v = t.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ConfigError(f"http.{key}", f"expected an array of non-empty strings, got {_show(v)}")
+        return tuple(v)
+
+    limits = _table(t.get("queue_limits", {}), "http.queue_limits")
+    return HttpSettings(
+        bind=_str(t["bind"], "http.bind") if "bind" in t else d.bind,
+        port=_int(t.get("port", d.port), "http.port", 0, 65535),
+        api_keys=tuple(Secret(k.encode("utf-8")) for k in strings("api_keys")),
+        queue_limit=_int(t.get("queue_limit", d.queue_limit), "http.queue_limit", 1),
+        queue_limits={k: _int(n, f"http.queue_limits.{k}", 1) for k, n in limits.items()},
+        cors_origins=strings("cors_origins"),
+        default_max_tokens=_int(t.get("default_max_tokens", d.default_max_tokens), "http.default_max_tokens", 1),
+        retry_after_s=_int(t.get("retry_after_s", d.retry_after_s), "http.retry_after_s", 0),
+    )
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -527,7 +572,7 @@ def parse_config(data: Mapping[str, Any], base_dir: str | os.PathLike[str] | Non
     """
     base = Path(base_dir) if base_dir is not None else None
     top = _table(data, "")
-    _keys(top, ("node", "cache", "pressure", "models"), "")
+    _keys(top, ("node", "cache", "pressure", "models", "http"), "")
     models_v = top.get("models", [])
     if not isinstance(models_v, list):
         raise ConfigError("models", f"expected an array of tables ([[models]]), got {_show(models_v)}")
@@ -542,6 +587,7 @@ def parse_config(data: Mapping[str, Any], base_dir: str | os.PathLike[str] | Non
         pressure=pressure,
         models=tuple(_model(m, i, base, seen) for i, m in enumerate(models_v)),
         source=source,
+        http=_http(top["http"]) if "http" in top else None,
     )
 
 

@@ -1,0 +1,73 @@
+"""Anthropic routes: ``POST /v1/messages`` (plain and streamed) and ``/v1/messages/count_tokens``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from actors.http import anthropic_wire as wire
+from actors.http import sse
+from actors.http.errors import ApiError
+from actors.http.respond import EventStream, count, error_response, read_json, session_of, stream_error
+from actors.http.service import Gateway, Prepared
+
+ENDPOINT = "messages"
+
+
+async def _events(gw: Gateway, p: Prepared) -> AsyncIterator[bytes]:
+    enc = wire.MessageStream(p.call, p.rid, p.prompt_tokens)
+    for name, obj in enc.start():
+        yield sse.event(name, obj)
+    try:
+        async with contextlib.aclosing(gw.generate(p, ENDPOINT)) as events:
+            async for ev in events:
+                for name, obj in enc.feed(ev):
+                    yield sse.event(name, obj)
+    except ApiError as e:  # after the headers: the documented ``error`` event ends the stream
+        yield stream_error(e, "anthropic")
+
+
+async def messages(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    release = None
+    try:
+        call = wire.messages_call(await read_json(request), session_of(request))
+        gw.check_model(call.model)
+        release = gw.acquire(call.model)
+        p = await gw.prepare(call)
+        if call.stream:
+            count(request, ENDPOINT, 200)
+            stream = EventStream(_events(gw, p), release)
+            release = None
+            return stream
+        result = await gw.complete(p, ENDPOINT)
+        count(request, ENDPOINT, 200)
+        return JSONResponse(wire.message_response(call, result, p.prompt_tokens, p.rid))
+    except ApiError as e:
+        count(request, ENDPOINT, e.status)
+        return error_response(e, "anthropic")
+    finally:
+        if release is not None:
+            release()
+
+
+async def count_tokens(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    try:
+        model, chat = wire.count_tokens_call(await read_json(request))
+        n = await gw.count_tokens(model, chat)
+        count(request, "messages.count_tokens", 200)
+        return JSONResponse({"input_tokens": n})
+    except ApiError as e:
+        count(request, "messages.count_tokens", e.status)
+        return error_response(e, "anthropic")
+
+
+routes = [
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+]

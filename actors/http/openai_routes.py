@@ -1,0 +1,96 @@
+"""OpenAI routes: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from actors.http import openai_wire as wire
+from actors.http import sse
+from actors.http.calls import GenCall
+from actors.http.errors import ApiError
+from actors.http.respond import EventStream, count, error_response, read_json, session_of, stream_error
+from actors.http.service import Gateway, Prepared
+from actors.model import messages as mm
+
+
+def _gw(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+async def _events(gw: Gateway, p: Prepared, endpoint: str, text_completion: bool) -> AsyncIterator[bytes]:
+    enc = wire.ChatStream(p.call, p.rid, p.prompt_tokens, text_completion=text_completion)
+    try:
+        async with contextlib.aclosing(gw.generate(p, endpoint)) as events:
+            async for ev in events:
+                for chunk in enc.feed(ev):
+                    yield sse.data(chunk)
+    except ApiError as e:  # a crash or a failure after the headers went out: an error event, never a hang
+        yield stream_error(e, "openai")
+    yield sse.DONE
+
+
+async def _generate(request: Request, endpoint: str, parse: Callable[..., GenCall],
+                    respond: Callable[[GenCall, mm.Completion, int, str], dict[str, Any]]) -> Response:
+    gw = _gw(request)
+    release = None
+    try:
+        call = parse(await read_json(request), gw.settings.default_max_tokens, session_of(request))
+        gw.check_model(call.model)
+        release = gw.acquire(call.model)
+        p = await gw.prepare(call)
+        if call.stream:
+            count(request, endpoint, 200)
+            stream = EventStream(_events(gw, p, endpoint, respond is wire.completion_response), release)
+            release = None  # the stream owns it now
+            return stream
+        result = await gw.complete(p, endpoint)
+        count(request, endpoint, 200)
+        return JSONResponse(respond(call, result, p.prompt_tokens, p.rid))
+    except ApiError as e:
+        count(request, endpoint, e.status)
+        return error_response(e, "openai")
+    finally:
+        if release is not None:
+            release()
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _generate(request, "chat.completions", wire.chat_call, wire.chat_response)
+
+
+async def completions(request: Request) -> Response:
+    return await _generate(request, "completions", wire.completion_call, wire.completion_response)
+
+
+async def embeddings(request: Request) -> Response:
+    gw = _gw(request)
+    try:
+        model, inputs, fmt = wire.embedding_inputs(await read_json(request))
+        with gw.admitted(model):
+            vectors, n = await gw.embed(model, inputs)
+        count(request, "embeddings", 200)
+        return JSONResponse(wire.embeddings_response(model, vectors, n, fmt))
+    except ApiError as e:
+        count(request, "embeddings", e.status)
+        return error_response(e, "openai")
+
+
+async def list_models(request: Request) -> Response:
+    try:
+        return JSONResponse(wire.models_response(await _gw(request).models()))
+    except ApiError as e:
+        return error_response(e, "openai")
+
+
+routes = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+]

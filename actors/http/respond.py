@@ -1,0 +1,80 @@
+"""Shared response plumbing of the routes: JSON bodies in, errors out, event streams that clean up."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from actors.http import sse
+from actors.http.errors import ApiError, anthropic_body, anthropic_status, openai_body
+
+MAX_BODY = 32 << 20
+SESSION_HEADERS = ("x-session-id", "x-llama-actors-session")
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON, or ApiError 400 (413 beyond ``MAX_BODY``)."""
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"request body over {MAX_BODY} bytes")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"request body over {MAX_BODY} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
+
+
+def count(request: Request, endpoint: str, status: int) -> None:
+    """One request in the ``llama_actors_http_requests`` series."""
+    request.app.state.gateway.metrics.requests.labels(endpoint, str(status)).inc()
+
+
+def session_of(request: Request) -> str | None:
+    for h in SESSION_HEADERS:
+        v = request.headers.get(h)
+        if v:
+            return v
+    return None
+
+
+def error_response(err: ApiError, api: str) -> JSONResponse:
+    headers = {"Retry-After": str(err.retry_after_s)} if err.retry_after_s is not None else None
+    if api == "anthropic":
+        return JSONResponse(anthropic_body(err), anthropic_status(err), headers=headers)
+    return JSONResponse(openai_body(err), err.status, headers=headers)
+
+
+def stream_error(err: ApiError, api: str) -> bytes:
+    """The error event that ends a stream whose headers are already out (a crash mid-stream)."""
+    if api == "anthropic":
+        return sse.event("error", anthropic_body(err))
+    return sse.data(openai_body(err))
+
+
+class EventStream(StreamingResponse):
+    """An SSE response that runs ``on_close`` however it ends (finished, client gone, never started),
+    and closes its body generator at once, so a cancelled request reaches the model without delay."""
+
+    def __init__(self, body: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        super().__init__(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        self._body = body
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._body.aclose()  # type: ignore[attr-defined]
+            finally:
+                self._on_close()
+
+
+__all__ = ["EventStream", "count", "error_response", "read_json", "session_of", "stream_error"]
