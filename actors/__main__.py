@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from actors.api import System
-    from actors.config import Config, ModelSettings
+    from actors.config import Config, HttpSettings, ModelSettings
 
 TIERS = ("ram", "ram_file", "disk")
 
@@ -92,6 +92,25 @@ def _serve_config(a: argparse.Namespace) -> Config:
     return replace(config, node=node)
 
 
+def _http_settings(config: Config, flag: str | None) -> HttpSettings | None:
+    """The HTTP server's settings (``[http]`` with ``--http HOST:PORT`` over it), checked before anything starts;
+    None when neither asks for a server."""
+    if flag is None and config.http is None:
+        return None
+    from actors.config import HttpSettings
+    from actors.http.server import BindRefused, check_bind, parse_host_port
+
+    settings = config.http or HttpSettings()
+    try:
+        if flag is not None:
+            host, port = parse_host_port(flag)
+            settings = replace(settings, bind=host, port=port)
+        check_bind(settings)
+    except (ValueError, BindRefused) as e:
+        raise CliError(str(e)) from None
+    return settings
+
+
 def _progress(model: ModelSettings, elapsed: float | None, info: dict[str, Any] | None) -> None:
     if elapsed is None:
         where = "the stub backend" if model.backend == "stub" else model.path or "the bundled model"
@@ -109,6 +128,7 @@ def _serve(a: argparse.Namespace) -> int:
     from actors.config import load_models, system_kwargs
 
     config = _serve_config(a)  # every config error is reported before anything starts
+    http = _http_settings(config, a.http)
     kwargs = system_kwargs(config, a.port)
     state = {"defer": True, "signal": 0}
 
@@ -119,6 +139,7 @@ def _serve(a: argparse.Namespace) -> int:
 
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     system: System | None = None
+    server: Any = None
     try:
         t0 = time.monotonic()
         # A signal during the start is held until System() returns: interrupting runtime.start could
@@ -139,6 +160,11 @@ def _serve(a: argparse.Namespace) -> int:
         except Exception as e:
             raise CliError(f"model {loading[0]!r}: {_describe(e, a)}") from e
         ids = ", ".join(m.id for m in config.models) or "none yet"
+        if http is not None:
+            from actors.http.server import HttpServer
+
+            server = HttpServer(system, http).start()
+            print(f"llama-actors: HTTP (OpenAI and Anthropic APIs) on {server.url}", flush=True)
         print(f"llama-actors serving on port {system.port} (models: {ids}); "
               f"stop with Ctrl-C or `llama-actors stop --port {system.port}`", flush=True)
         admin = system.admin_pid
@@ -150,6 +176,8 @@ def _serve(a: argparse.Namespace) -> int:
     finally:
         state["defer"] = True  # a second Ctrl-C must not cut the shutdown short
         try:
+            if server is not None:
+                server.stop()
             if system is not None:
                 system.close()
                 if config.cache is not None and config.cache.run_dir is None:
@@ -435,6 +463,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", help="add a disk tier in this directory (8 GiB) when the config has no [cache]")
     s.add_argument("--log", help="file for actor output (overrides node.log)")
     s.add_argument("--multi-host", action="store_true", help="listen on all interfaces (trusted networks only)")
+    s.add_argument("--http", metavar="HOST:PORT",
+                   help="also serve the OpenAI and Anthropic HTTP APIs here (docs/http.md; loopback unless API keys)")
     for name, text in (("stop", "stop a running system gracefully"),
                        ("status", "print models, phases, queues and cache counters as JSON"),
                        ("shell", "a Python console with `system` attached")):
