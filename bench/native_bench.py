@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_llama  # noqa: E402
 
-from actors.model.llama import Model, default_model_path  # noqa: E402
+from actors.model.llama import Decode, Model, default_model_path  # noqa: E402
 from actors.model.options import default_threads  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def binding_rates(model_path: Path, threads: int, n_prompt: int, n_gen: int, rep
                 c.prefill(0, [m.info.token_bos])
                 t = time.perf_counter()
                 for _ in range(n_gen):
-                    c.decode_one(0, s)  # an EOG is still sampled and timed; it just is not appended
+                    c.step([Decode(0, s)])  # an EOG is still sampled and timed; it just is not appended
                 tg.append(n_gen / (time.perf_counter() - t))
     return {"pp": summary(pp), "tg": summary(tg)}
 

@@ -175,6 +175,43 @@ bool model_add_child(la_model * m) {
     return true;
 }
 
+// The one way a child handle (context, sampler, adapter) is born: take a
+// reference on the open model, let `build` make the llama.cpp resource (it
+// stores what it made in `res` before it can fail, so a half-built resource is
+// freed too), then wrap it in a new Handle with `adopt`. A failure status or an
+// exception at any step rolls back in reverse order: handle, resource, model
+// reference. Exceptions are rethrown for guarded() to turn into a status.
+template <class Handle, class Resource, class Build, class Adopt>
+int32_t new_child(la_model * m, void (*free_res)(Resource *), Build && build, Adopt && adopt, Handle ** out) {
+    if (!model_add_child(m)) {
+        return LA_E_RELEASED;
+    }
+    Resource * res = nullptr;
+    Handle * h = nullptr;
+    auto roll_back = [&] {
+        delete h;
+        if (res != nullptr) {
+            free_res(res);
+        }
+        model_release_child(m);
+    };
+    try {
+        const int32_t rc = build(res);
+        if (rc != LA_OK) {
+            roll_back();
+            return rc;
+        }
+        h = new Handle();
+        h->owner = m;
+        adopt(h, res);
+    } catch (...) {
+        roll_back();
+        throw;
+    }
+    *out = h;
+    return static_cast<int32_t>(LA_OK);
+}
+
 // Caller holds a->mu. Returns true when the adapter's model reference must be released.
 bool adapter_maybe_free_locked(la_adapter * a) {
     if (a->closed && a->attached == 0 && a->lora != nullptr) {
@@ -629,13 +666,6 @@ extern "C" int32_t la_context_new(la_model * m, const la_context_params * params
             params->flash_attn < -1 || params->flash_attn > 1) {
             return static_cast<int32_t>(LA_E_BAD_ARG);
         }
-        if (!model_add_child(m)) {
-            return static_cast<int32_t>(LA_E_RELEASED);
-        }
-        if (m->vocab_only) {
-            model_release_child(m);
-            return static_cast<int32_t>(LA_E_BAD_ARG);
-        }
         llama_context_params cp = llama_context_default_params();
         cp.n_ctx = params->n_ctx;
         cp.n_batch = params->n_batch;
@@ -650,38 +680,33 @@ extern "C" int32_t la_context_new(la_model * m, const la_context_params * params
         cp.type_k = static_cast<ggml_type>(params->type_k);
         cp.type_v = static_cast<ggml_type>(params->type_v);
         cp.pooling_type = static_cast<enum llama_pooling_type>(params->pooling);
-
-        llama_context * lc = nullptr;
-        try {
-            lc = llama_init_from_model(m->model, cp);
-        } catch (...) {
-            lc = nullptr;
-        }
-        if (lc == nullptr) {
-            model_release_child(m);
-            return static_cast<int32_t>(LA_E_CONTEXT_FAILED);
-        }
-        auto * c = new (std::nothrow) la_context();
-        if (c == nullptr) {
-            llama_free(lc);
-            model_release_child(m);
-            return static_cast<int32_t>(LA_E_NO_MEMORY);
-        }
-        c->owner = m;
-        c->ctx = lc;
-        c->vocab = m->vocab;
-        c->n_vocab = m->n_vocab;
-        c->n_embd = llama_model_n_embd(m->model);
-        c->n_batch = llama_n_batch(lc);
-        c->n_seq_max = llama_n_seq_max(lc);
-        c->n_ctx_seq = llama_n_ctx_seq(lc);
-        c->embeddings = params->embeddings;
-        c->batch = llama_batch_init(static_cast<int32_t>(c->n_batch), 0, 1);
-        c->has_batch = true;
-        c->logits.resize(c->n_seq_max);
-        c->has_logits.assign(c->n_seq_max, 0);
-        *out = c;
-        return static_cast<int32_t>(LA_OK);
+        auto build = [&](llama_context *& lc) {
+            if (m->vocab_only) {
+                return static_cast<int32_t>(LA_E_BAD_ARG);
+            }
+            try {
+                lc = llama_init_from_model(m->model, cp);
+            } catch (...) {
+                lc = nullptr;
+            }
+            return static_cast<int32_t>(lc == nullptr ? LA_E_CONTEXT_FAILED : LA_OK);
+        };
+        auto adopt = [&](la_context * c, llama_context * lc) {
+            c->vocab = m->vocab;
+            c->n_vocab = m->n_vocab;
+            c->n_embd = llama_model_n_embd(m->model);
+            c->n_batch = llama_n_batch(lc);
+            c->n_seq_max = llama_n_seq_max(lc);
+            c->n_ctx_seq = llama_n_ctx_seq(lc);
+            c->embeddings = params->embeddings;
+            c->logits.resize(c->n_seq_max);
+            c->has_logits.assign(c->n_seq_max, 0);
+            // Last: nothing after it can throw, so the batch never leaks.
+            c->batch = llama_batch_init(static_cast<int32_t>(c->n_batch), 0, 1);
+            c->has_batch = true;
+            c->ctx = lc;
+        };
+        return new_child(m, llama_free, build, adopt, out);
     });
 }
 
@@ -807,38 +832,6 @@ extern "C" int32_t la_seq_has_logits(la_context * c, int32_t seq, bool * out) {
     });
 }
 
-extern "C" int32_t la_prefill(la_context * c, int32_t seq, const int32_t * tokens, int32_t n) {
-    return guarded([&] {
-        LA_LOCK_CTX_SEQ(c, seq);
-        if (n <= 0 || tokens == nullptr) {
-            return static_cast<int32_t>(LA_E_BAD_ARG);
-        }
-        for (int32_t i = 0; i < n; i++) {
-            if (!valid_token(c->n_vocab, tokens[i])) {
-                return static_cast<int32_t>(LA_E_BAD_TOKEN);
-            }
-        }
-        const llama_pos pos0 = next_pos(c, seq);
-        if (static_cast<int64_t>(pos0) + n > static_cast<int64_t>(c->n_ctx_seq)) {
-            return static_cast<int32_t>(LA_E_CONTEXT_OVERFLOW);
-        }
-        c->has_logits[seq] = 0;
-        const int32_t chunk = static_cast<int32_t>(c->n_batch);
-        for (int32_t start = 0; start < n; start += chunk) {
-            const int32_t end = std::min(n, start + chunk);
-            c->batch.n_tokens = 0;
-            for (int32_t i = start; i < end; i++) {
-                batch_add(c->batch, tokens[i], pos0 + i, seq, i == n - 1);
-            }
-            if (int32_t rc = run_decode(c)) {
-                return rc;
-            }
-        }
-        keep_logits(c, seq, c->batch.n_tokens - 1);
-        return static_cast<int32_t>(LA_OK);
-    });
-}
-
 extern "C" int32_t la_step(la_context * c, const la_step_row * rows, int32_t n_rows, la_step_result * out) {
     return guarded([&] {
         if (c == nullptr || rows == nullptr || out == nullptr || n_rows <= 0) {
@@ -939,22 +932,6 @@ extern "C" int32_t la_step(la_context * c, const la_step_row * rows, int32_t n_r
             }
         }
         return static_cast<int32_t>(LA_OK);
-    });
-}
-
-extern "C" int32_t la_decode_one(la_context * c, int32_t seq, la_sampler * s, int32_t * token, bool * eog) {
-    return guarded([&] {
-        if (token == nullptr || eog == nullptr) {
-            return static_cast<int32_t>(LA_E_BAD_ARG);
-        }
-        la_step_row row{seq, 1, nullptr, 0, s};
-        la_step_result res{};
-        const int32_t rc = la_step(c, &row, 1, &res);
-        if (rc == LA_OK) {
-            *token = res.token;
-            *eog = res.eog;
-        }
-        return rc;
     });
 }
 
@@ -1221,55 +1198,44 @@ extern "C" int32_t la_sampler_new(la_model * m, const la_sampler_params * p, la_
             return static_cast<int32_t>(LA_E_BAD_ARG);
         }
         *out = nullptr;
-        if (!model_add_child(m)) {
-            return static_cast<int32_t>(LA_E_RELEASED);
-        }
-        llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
-        auto fail = [&](int32_t rc) {
-            llama_sampler_free(chain);
-            model_release_child(m);
-            return rc;
+        auto build = [&](llama_sampler *& chain) {
+            chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+            if (p->grammar != nullptr && p->grammar[0] != '\0') {
+                g_last_error.clear();
+                llama_sampler * g = nullptr;
+                try {
+                    g = llama_sampler_init_grammar(m->vocab, p->grammar, p->grammar_root ? p->grammar_root : "root");
+                } catch (...) {
+                    g = nullptr;
+                }
+                if (g == nullptr) {
+                    return static_cast<int32_t>(LA_E_GRAMMAR);
+                }
+                llama_sampler_chain_add(chain, g);
+            }
+            if (p->repeat_penalty != 1.0f) {
+                llama_sampler_chain_add(chain, llama_sampler_init_penalties(m->n_vocab, p->repeat_last_n,
+                                                                            p->repeat_penalty, 0.0f, 0.0f));
+            }
+            if (p->temperature > 0.0f) {
+                if (p->top_k > 0) {
+                    llama_sampler_chain_add(chain, llama_sampler_init_top_k(p->top_k));
+                }
+                if (p->top_p < 1.0f) {
+                    llama_sampler_chain_add(chain, llama_sampler_init_top_p(p->top_p, 1));
+                }
+                if (p->min_p > 0.0f) {
+                    llama_sampler_chain_add(chain, llama_sampler_init_min_p(p->min_p, 1));
+                }
+                llama_sampler_chain_add(chain, llama_sampler_init_temp(p->temperature));
+                llama_sampler_chain_add(chain, llama_sampler_init_dist(p->seed));
+            } else {
+                llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+            }
+            return static_cast<int32_t>(LA_OK);
         };
-        if (p->grammar != nullptr && p->grammar[0] != '\0') {
-            g_last_error.clear();
-            llama_sampler * g = nullptr;
-            try {
-                g = llama_sampler_init_grammar(m->vocab, p->grammar, p->grammar_root ? p->grammar_root : "root");
-            } catch (...) {
-                g = nullptr;
-            }
-            if (g == nullptr) {
-                return fail(LA_E_GRAMMAR);
-            }
-            llama_sampler_chain_add(chain, g);
-        }
-        if (p->repeat_penalty != 1.0f) {
-            llama_sampler_chain_add(chain, llama_sampler_init_penalties(m->n_vocab, p->repeat_last_n,
-                                                                        p->repeat_penalty, 0.0f, 0.0f));
-        }
-        if (p->temperature > 0.0f) {
-            if (p->top_k > 0) {
-                llama_sampler_chain_add(chain, llama_sampler_init_top_k(p->top_k));
-            }
-            if (p->top_p < 1.0f) {
-                llama_sampler_chain_add(chain, llama_sampler_init_top_p(p->top_p, 1));
-            }
-            if (p->min_p > 0.0f) {
-                llama_sampler_chain_add(chain, llama_sampler_init_min_p(p->min_p, 1));
-            }
-            llama_sampler_chain_add(chain, llama_sampler_init_temp(p->temperature));
-            llama_sampler_chain_add(chain, llama_sampler_init_dist(p->seed));
-        } else {
-            llama_sampler_chain_add(chain, llama_sampler_init_greedy());
-        }
-        auto * s = new (std::nothrow) la_sampler();
-        if (s == nullptr) {
-            return fail(LA_E_NO_MEMORY);
-        }
-        s->owner = m;
-        s->chain = chain;
-        *out = s;
-        return static_cast<int32_t>(LA_OK);
+        auto adopt = [](la_sampler * s, llama_sampler * chain) { s->chain = chain; };
+        return new_child(m, llama_sampler_free, build, adopt, out);
     });
 }
 
@@ -1344,30 +1310,17 @@ extern "C" int32_t la_adapter_load(la_model * m, const char * path, la_adapter *
             return static_cast<int32_t>(LA_E_NOT_FOUND);
         }
         std::fclose(f);
-        if (!model_add_child(m)) {
-            return static_cast<int32_t>(LA_E_RELEASED);
-        }
-        g_last_error.clear();
-        llama_adapter_lora * lora = nullptr;
-        try {
-            lora = llama_adapter_lora_init(m->model, path);
-        } catch (...) {
-            lora = nullptr;
-        }
-        if (lora == nullptr) {
-            model_release_child(m);
-            return static_cast<int32_t>(LA_E_ADAPTER_FAILED);
-        }
-        auto * a = new (std::nothrow) la_adapter();
-        if (a == nullptr) {
-            llama_adapter_lora_free(lora);
-            model_release_child(m);
-            return static_cast<int32_t>(LA_E_NO_MEMORY);
-        }
-        a->owner = m;
-        a->lora = lora;
-        *out = a;
-        return static_cast<int32_t>(LA_OK);
+        auto build = [&](llama_adapter_lora *& lora) {
+            g_last_error.clear();
+            try {
+                lora = llama_adapter_lora_init(m->model, path);
+            } catch (...) {
+                lora = nullptr;
+            }
+            return static_cast<int32_t>(lora == nullptr ? LA_E_ADAPTER_FAILED : LA_OK);
+        };
+        auto adopt = [](la_adapter * a, llama_adapter_lora * lora) { a->lora = lora; };
+        return new_child(m, llama_adapter_lora_free, build, adopt, out);
     });
 }
 

@@ -175,11 +175,9 @@ int32_t la_set_threads(la_context * ctx, int32_t n_threads, int32_t n_threads_ba
 int32_t la_seq_pos_max(la_context * ctx, int32_t seq, int32_t * out);
 int32_t la_seq_rm(la_context * ctx, int32_t seq, int32_t p0, int32_t p1);
 int32_t la_seq_has_logits(la_context * ctx, int32_t seq, bool * out);
-int32_t la_prefill(la_context * ctx, int32_t seq, const int32_t * tokens, int32_t n);
 int32_t la_step(la_context * ctx, const la_step_row * rows, int32_t n_rows, la_step_result * out);
-int32_t la_decode_one(la_context * ctx, int32_t seq, la_sampler * sampler, int32_t * token, bool * eog);
 /* Sample from the pending logits without decoding: the token is known at once;
- * append it later with a prefill row (sample + prefill == decode_one). */
+ * append it later with a prefill row (sample + prefill row == one decode row). */
 int32_t la_sample(la_context * ctx, int32_t seq, la_sampler * sampler, int32_t * token, bool * eog);
 int32_t la_get_logits(la_context * ctx, int32_t seq, float * out, int32_t cap, int32_t * n_out);
 int32_t la_set_logits(la_context * ctx, int32_t seq, const float * logits, int32_t n);

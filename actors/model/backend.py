@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.cache.key import ctx_params_hash, effective_fingerprint
-from actors.model.errors import InvalidInputError, LlamaError, OptionError, error_for
+from actors.model.errors import InvalidInputError, LlamaError, OptionError, Status, error_for
 from actors.model.llama import Decode, Prefill, StepResult
 from actors.model.options import parse_sampler_options
 from actors.model.stream import incomplete_utf8_tail
@@ -346,9 +346,9 @@ class StubBackend:
     def _next_token(self, seq: int, sampler: StubSampler) -> int:
         logits = self._logits[seq]
         if logits is None:
-            raise error_for(9, f"seq {seq} has no pending logits")
+            raise error_for(Status.LA_E_NO_LOGITS, f"seq {seq} has no pending logits")
         if sampler.closed:
-            raise error_for(2, "sampler is closed")
+            raise error_for(Status.LA_E_RELEASED, "sampler is closed")
         h = int.from_bytes(hashlib.blake2b(logits + sampler.tag, digest_size=8).digest(), "little")
         if self.cfg.eog_every and h % self.cfg.eog_every == 0:
             return EOS
@@ -371,33 +371,33 @@ class StubBackend:
 
     def _check_seq(self, seq: int) -> None:
         if not isinstance(seq, int) or not 0 <= seq < self.n_seq_max:
-            raise error_for(11, f"seq {seq}")
+            raise error_for(Status.LA_E_BAD_SEQ, f"seq {seq}")
 
     def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]:
         if self.closed:
-            raise error_for(2, "closed")
+            raise error_for(Status.LA_E_RELEASED, "closed")
         seen: set[int] = set()
         total = 0
         for row in rows:
             self._check_seq(row.seq)
             if row.seq in seen:
-                raise error_for(3, f"seq {row.seq} twice in one step")
+                raise error_for(Status.LA_E_BAD_ARG, f"seq {row.seq} twice in one step")
             seen.add(row.seq)
             if isinstance(row, Prefill):
                 if not row.tokens:
-                    raise error_for(3, "empty prefill row")
+                    raise error_for(Status.LA_E_BAD_ARG, "empty prefill row")
                 if any(not self.valid_token(t) for t in row.tokens):
-                    raise error_for(10, "bad token")
+                    raise error_for(Status.LA_E_BAD_TOKEN, "bad token")
                 adds = len(row.tokens)
             else:
                 if self._logits[row.seq] is None:
-                    raise error_for(9, f"seq {row.seq} has no pending logits")
+                    raise error_for(Status.LA_E_NO_LOGITS, f"seq {row.seq} has no pending logits")
                 adds = 1
             if len(self._kv[row.seq]) + adds > self.n_ctx_seq:
-                raise error_for(7, f"seq {row.seq}")
+                raise error_for(Status.LA_E_CONTEXT_OVERFLOW, f"seq {row.seq}")
             total += adds
         if total > self.n_batch:
-            raise error_for(8, f"{total} > {self.n_batch}")
+            raise error_for(Status.LA_E_BATCH_OVERFLOW, f"{total} > {self.n_batch}")
         out: list[StepResult] = []
         log: list[tuple[int, str, int]] = []
         for row in rows:
@@ -433,10 +433,10 @@ class StubBackend:
         self._check_seq(seq)
         raw = bytes(blob)
         if not raw.startswith(_BLOB_MAGIC) or len(raw) < len(_BLOB_MAGIC) + 4:
-            raise error_for(16, "not a stub state blob")
+            raise error_for(Status.LA_E_UNPACK_FAILED, "not a stub state blob")
         (n,) = struct.unpack_from("<I", raw, len(_BLOB_MAGIC))
         if len(raw) != len(_BLOB_MAGIC) + 4 + 4 * n:
-            raise error_for(16, "truncated stub state blob")
+            raise error_for(Status.LA_E_UNPACK_FAILED, "truncated stub state blob")
         self._kv[seq] = list(struct.unpack_from(f"<{n}i", raw, len(_BLOB_MAGIC) + 4))
         self._logits[seq] = None
 
@@ -444,7 +444,7 @@ class StubBackend:
         self._check_seq(seq)
         lg = self._logits[seq]
         if lg is None:
-            raise error_for(9, f"seq {seq}")
+            raise error_for(Status.LA_E_NO_LOGITS, f"seq {seq}")
         return lg
 
     def set_logits(self, seq: int, logits: bytes | bytearray | memoryview) -> None:

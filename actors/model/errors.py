@@ -8,6 +8,8 @@ the reason without parsing messages.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 
 class LlamaError(Exception):
     """Base of every error raised by the binding; `reason` is machine-readable."""
@@ -50,35 +52,74 @@ class NativeFailure(LlamaError):
     """llama.cpp itself failed (a C++ exception or a failed decode)."""
 
 
-# status code -> (reason, exception class); must match la_status in csrc/la_shim.h
-STATUS: dict[int, tuple[str, type[LlamaError]]] = {
-    1: ("exception", NativeFailure),
-    2: ("released", ReleasedError),
-    3: ("bad_arg", InvalidInputError),
-    4: ("malformed_gguf", LoadError),
-    5: ("load_failed", LoadError),
-    6: ("context_failed", NativeFailure),
-    7: ("context_overflow", CapacityError),
-    8: ("batch_overflow", CapacityError),
-    9: ("no_logits", StateError),
-    10: ("bad_token", InvalidInputError),
-    11: ("bad_seq", InvalidInputError),
-    12: ("decode_failed", NativeFailure),
-    13: ("kv_full", CapacityError),
-    14: ("bad_grammar", InvalidInputError),
-    15: ("buffer_too_small", NativeFailure),
-    16: ("unpack_failed", InvalidInputError),
-    17: ("template_failed", InvalidInputError),
-    18: ("no_template", StateError),
-    19: ("not_embeddings", StateError),
-    20: ("adapter_failed", LoadError),
-    21: ("no_gpu", StateError),
-    22: ("no_memory", NativeFailure),
-    23: ("sampler_failed", NativeFailure),
-    24: ("not_found", LoadError),
+class Status(IntEnum):
+    """The shim's la_status codes under the shim's own names (csrc/la_shim.h).
+
+    tests/native/test_model_load.py checks this against the enum the compiled
+    shim exports, so the two cannot drift apart. Code outside the binding (the
+    stub backend) names a status through this enum, never by its number.
+    """
+
+    LA_OK = 0
+    LA_E_EXCEPTION = 1
+    LA_E_RELEASED = 2
+    LA_E_BAD_ARG = 3
+    LA_E_MALFORMED_GGUF = 4
+    LA_E_LOAD_FAILED = 5
+    LA_E_CONTEXT_FAILED = 6
+    LA_E_CONTEXT_OVERFLOW = 7
+    LA_E_BATCH_OVERFLOW = 8
+    LA_E_NO_LOGITS = 9
+    LA_E_BAD_TOKEN = 10
+    LA_E_BAD_SEQ = 11
+    LA_E_DECODE_FAILED = 12
+    LA_E_KV_FULL = 13
+    LA_E_GRAMMAR = 14
+    LA_E_BUFFER_TOO_SMALL = 15
+    LA_E_UNPACK_FAILED = 16
+    LA_E_TEMPLATE = 17
+    LA_E_NO_TEMPLATE = 18
+    LA_E_NOT_EMBEDDINGS = 19
+    LA_E_ADAPTER_FAILED = 20
+    LA_E_NO_GPU = 21
+    LA_E_NO_MEMORY = 22
+    LA_E_SAMPLER_FAILED = 23
+    LA_E_NOT_FOUND = 24
+
+
+# status -> (reason, exception class)
+STATUS: dict[Status, tuple[str, type[LlamaError]]] = {
+    Status.LA_E_EXCEPTION: ("exception", NativeFailure),
+    Status.LA_E_RELEASED: ("released", ReleasedError),
+    Status.LA_E_BAD_ARG: ("bad_arg", InvalidInputError),
+    Status.LA_E_MALFORMED_GGUF: ("malformed_gguf", LoadError),
+    Status.LA_E_LOAD_FAILED: ("load_failed", LoadError),
+    Status.LA_E_CONTEXT_FAILED: ("context_failed", NativeFailure),
+    Status.LA_E_CONTEXT_OVERFLOW: ("context_overflow", CapacityError),
+    Status.LA_E_BATCH_OVERFLOW: ("batch_overflow", CapacityError),
+    Status.LA_E_NO_LOGITS: ("no_logits", StateError),
+    Status.LA_E_BAD_TOKEN: ("bad_token", InvalidInputError),
+    Status.LA_E_BAD_SEQ: ("bad_seq", InvalidInputError),
+    Status.LA_E_DECODE_FAILED: ("decode_failed", NativeFailure),
+    Status.LA_E_KV_FULL: ("kv_full", CapacityError),
+    Status.LA_E_GRAMMAR: ("bad_grammar", InvalidInputError),
+    Status.LA_E_BUFFER_TOO_SMALL: ("buffer_too_small", NativeFailure),
+    Status.LA_E_UNPACK_FAILED: ("unpack_failed", InvalidInputError),
+    Status.LA_E_TEMPLATE: ("template_failed", InvalidInputError),
+    Status.LA_E_NO_TEMPLATE: ("no_template", StateError),
+    Status.LA_E_NOT_EMBEDDINGS: ("not_embeddings", StateError),
+    Status.LA_E_ADAPTER_FAILED: ("adapter_failed", LoadError),
+    Status.LA_E_NO_GPU: ("no_gpu", StateError),
+    Status.LA_E_NO_MEMORY: ("no_memory", NativeFailure),
+    Status.LA_E_SAMPLER_FAILED: ("sampler_failed", NativeFailure),
+    Status.LA_E_NOT_FOUND: ("not_found", LoadError),
 }
 
 
 def error_for(code: int, detail: str = "") -> LlamaError:
-    reason, cls = STATUS.get(code, (f"status_{code}", NativeFailure))
+    """The exception for a non-zero status (a Status member or the shim's raw int)."""
+    try:
+        reason, cls = STATUS[Status(code)]
+    except (ValueError, KeyError):  # LA_OK or a code this table does not know
+        reason, cls = f"status_{int(code)}", NativeFailure
     return cls(reason, detail)

@@ -45,15 +45,16 @@ def native() -> tuple[Any, Any]:
     return _NATIVE
 
 
-# Codes whose llama.cpp log line (captured per thread by the shim) explains them.
-_DETAILED = {1, 4, 5, 6, 14, 20}
+# Statuses whose llama.cpp log line (captured per thread by the shim) explains them.
+_DETAILED = ("LA_E_EXCEPTION", "LA_E_MALFORMED_GGUF", "LA_E_LOAD_FAILED", "LA_E_CONTEXT_FAILED", "LA_E_GRAMMAR",
+             "LA_E_ADAPTER_FAILED")
 
 
 def _check(rc: int) -> None:
-    if rc != 0:
+    ffi, lib = native()
+    if rc != lib.LA_OK:
         detail = ""
-        if rc in _DETAILED:
-            ffi, lib = native()
+        if rc in {getattr(lib, name) for name in _DETAILED}:
             buf = ffi.new("char[1024]")
             n = lib.la_last_error(buf, 1024)
             if n > 0:
@@ -181,7 +182,7 @@ class _Handle:
             return
         self._closed = True
         rc = self._native_close(self._h)
-        if rc not in (0, 2):
+        if rc != native()[1].LA_E_RELEASED:  # closed already (e.g. by a parent): nothing to report
             _check(rc)
 
     def __enter__(self) -> Any:
@@ -205,7 +206,7 @@ class Model(_Handle):
         _check(lib.la_model_default_params(defaults))
         parsed = opt.parse_model_options(options, lib.la_max_devices(), defaults.load_mode, defaults.n_gpu_layers)
         if not self.path.exists():
-            raise error_for(24, f"no such file: {self.path}")
+            raise error_for(lib.LA_E_NOT_FOUND, f"no such file: {self.path}")
         params = ffi.new("la_model_params*")
         params.n_gpu_layers = parsed.n_gpu_layers
         params.main_gpu = parsed.main_gpu
@@ -217,7 +218,7 @@ class Model(_Handle):
         params.vocab_only = parsed.vocab_only
         out = ffi.new("la_model**")
         rc = lib.la_model_load(raw, params, out)
-        if rc != 0:
+        if rc != lib.LA_OK:
             try:
                 _check(rc)
             except LlamaError as e:
@@ -267,7 +268,7 @@ class Model(_Handle):
         while True:
             out = ffi.new("int32_t[]", cap)
             rc = lib.la_tokenize(self._ptr(), raw, len(raw), add_special, parse_special, out, cap, n)
-            if rc == 15:
+            if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 cap = n[0]
                 continue
             _check(rc)
@@ -282,7 +283,7 @@ class Model(_Handle):
         while True:
             buf = ffi.new("char[]", cap)
             rc = lib.la_detokenize(self._ptr(), arr, len(tokens), remove_special, unparse_special, buf, cap, n)
-            if rc == 15:
+            if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 cap = n[0] + 1
                 continue
             _check(rc)
@@ -301,7 +302,7 @@ class Model(_Handle):
         while True:
             buf = ffi.new("char[]", cap)
             rc = lib.la_token_to_piece(self._ptr(), token, special, buf, cap, n)
-            if rc == 15:
+            if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 cap = n[0]
                 continue
             _check(rc)
@@ -325,9 +326,9 @@ class Model(_Handle):
         n = ffi.new("int32_t*")
         buf = ffi.new("char[4096]")
         rc = lib.la_model_meta(self._ptr(), key.encode(), buf, 4096, n)
-        if rc == 24:
+        if rc == lib.LA_E_NOT_FOUND:
             return None
-        if rc == 15:
+        if rc == lib.LA_E_BUFFER_TOO_SMALL:
             buf = ffi.new("char[]", n[0] + 1)
             rc = lib.la_model_meta(self._ptr(), key.encode(), buf, n[0] + 1, n)
         _check(rc)
@@ -337,7 +338,7 @@ class Model(_Handle):
         ffi, lib = native()
         n = ffi.new("int32_t*")
         rc = lib.la_model_chat_template(self._ptr(), ffi.NULL, 0, n)
-        if rc == 18:
+        if rc == lib.LA_E_NO_TEMPLATE:
             return None
         buf = ffi.new("char[]", n[0] + 1)
         _check(lib.la_model_chat_template(self._ptr(), buf, n[0] + 1, n))
@@ -366,7 +367,7 @@ class Model(_Handle):
             buf = ffi.new("char[]", cap)
             rc = lib.la_chat_apply_template(self._ptr(), tmpl, role_arr, content_arr, len(msgs), add_assistant,
                                             buf, cap, n)
-            if rc == 15:
+            if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 cap = n[0] + 1
                 continue
             _check(rc)
@@ -486,10 +487,24 @@ class Context(_Handle):
         return bool(out[0])
 
     def prefill(self, seq: int, tokens: Sequence[int]) -> None:
-        """Append tokens to `seq` (chunked by n_batch); leaves logits of the last one pending."""
-        ffi, lib = native()
-        arr = ffi.new("int32_t[]", list(tokens) or [0])
-        _check(lib.la_prefill(self._ptr(), seq, arr, len(tokens)))
+        """Append tokens to `seq` and leave the last one's logits pending: Prefill steps of n_batch tokens.
+
+        All or nothing: a prompt that cannot fit is refused before any decode,
+        and when a later slice fails the slices already decoded are removed
+        again, so `seq` is as it was before the call.
+        """
+        tokens = list(tokens)
+        before = self.seq_len(seq)
+        if before + len(tokens) > self.info.n_ctx_seq:
+            raise error_for(native()[1].LA_E_CONTEXT_OVERFLOW, f"{before} + {len(tokens)} > {self.info.n_ctx_seq}")
+        chunk = self.info.n_batch
+        for start in range(0, max(1, len(tokens)), chunk):  # an empty prompt is one row the shim refuses
+            try:
+                self.step([Prefill(seq, tokens[start:start + chunk])])
+            except LlamaError:
+                if start:
+                    self.seq_rm(seq, before, -1)
+                raise
 
     def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]:
         """One llama_decode over many sequences: prefill slices and decode rows together."""
@@ -519,14 +534,6 @@ class Context(_Handle):
         _check(lib.la_step(self._ptr(), c_rows, n, res))
         return [StepResult(r.seq, r.token if r.kind == 1 else None, bool(r.eog)) for r in res]
 
-    def decode_one(self, seq: int, sampler: Sampler) -> StepResult:
-        """Sample the next token of `seq` and append it (an EOG token is reported, not appended)."""
-        ffi, lib = native()
-        tok = ffi.new("int32_t*")
-        eog = ffi.new("bool*")
-        _check(lib.la_decode_one(self._ptr(), seq, sampler._ptr(), tok, eog))
-        return StepResult(seq, tok[0], bool(eog[0]))
-
     def sample(self, seq: int, sampler: Sampler) -> StepResult:
         """Sample the next token of `seq` from its pending logits without decoding it.
 
@@ -545,7 +552,7 @@ class Context(_Handle):
             self.prefill(seq, prompt)
         out: list[int] = []
         for _ in range(max_tokens):
-            r = self.decode_one(seq, sampler)
+            (r,) = self.step([Decode(seq, sampler)])
             if r.eog:
                 break
             out.append(r.token)  # type: ignore[arg-type]
@@ -582,7 +589,7 @@ class Context(_Handle):
         while True:
             buf = bytearray(size)
             rc = lib.la_kv_pack(self._ptr(), seq, ffi.from_buffer("uint8_t[]", buf), size, n)
-            if rc == 15:
+            if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 size = int(n[0])
                 continue
             _check(rc)
@@ -714,7 +721,7 @@ def vram_info() -> VramInfo:
     free = ffi.new("uint64_t*")
     n = ffi.new("int32_t*")
     rc = lib.la_vram_info(total, free, n)
-    if rc == 21:
+    if rc == lib.LA_E_NO_GPU:
         return VramInfo(False, reason="no_gpu")
     _check(rc)
     return VramInfo(True, int(total[0]), int(free[0]), int(total[0] - free[0]), int(n[0]))

@@ -62,7 +62,7 @@ def test_kv_round_trip_matches_cold(model: Model, greedy: Sampler) -> None:
         b.kv_unpack(0, blob)
         assert b.seq_len(0) == len(p)
         with pytest.raises(StateError):
-            b.decode_one(0, greedy)
+            b.step([Decode(0, greedy)])
         b.set_logits(0, logits)
         assert b.generate(0, [], greedy, N) == reference
     # Without saved logits: drop the last position and re-prefill it (the primer path).
@@ -139,7 +139,7 @@ def test_chunked_prefill_equals_one_shot(model: Model) -> None:
         for i in range(0, len(p), 7):
             c.prefill(0, p[i:i + 7])
         assert c.generate(0, [], s, N) == reference
-    # n_batch smaller than the prompt: the shim slices internally.
+    # n_batch smaller than the prompt: prefill() slices it into n_batch steps.
     with model.new_context(n_ctx=512, n_batch=8, n_ubatch=8) as c, model.sampler() as s:
         assert c.generate(0, p, s, N) == reference
 
@@ -159,9 +159,22 @@ def test_context_overflow(model: Model, greedy: Sampler) -> None:
             c.prefill(0, [504] * 300)
         assert e.value.reason == "context_overflow"
         c.prefill(0, [504] * 255)
-        c.decode_one(0, greedy)
+        c.step([Decode(0, greedy)])
         with pytest.raises(CapacityError):
-            c.decode_one(0, greedy)
+            c.step([Decode(0, greedy)])
+
+
+def test_failed_prefill_leaves_the_sequence_as_it_was(model: Model) -> None:
+    with model.new_context(n_ctx=512, n_batch=8, n_ubatch=8) as c:
+        c.prefill(0, [1, 504])
+        with pytest.raises(InvalidInputError) as e:
+            c.prefill(0, [504] * 15 + [49152])  # the bad token sits in the second n_batch slice
+        assert e.value.reason == "bad_token"
+        assert c.seq_len(0) == 2
+        with pytest.raises(CapacityError) as e:
+            c.prefill(0, [504] * 511)  # refused before any slice is decoded
+        assert e.value.reason == "context_overflow"
+        assert c.seq_len(0) == 2
 
 
 def test_batch_overflow(model: Model, greedy: Sampler) -> None:
@@ -175,7 +188,7 @@ def test_batch_overflow(model: Model, greedy: Sampler) -> None:
 
 def test_no_logits_before_prefill(ctx: Context, greedy: Sampler) -> None:
     with pytest.raises(StateError) as e:
-        ctx.decode_one(0, greedy)
+        ctx.step([Decode(0, greedy)])
     assert e.value.reason == "no_logits"
     with pytest.raises(StateError):
         ctx.get_logits(0)
@@ -213,7 +226,7 @@ def test_random_tokens_never_crash(model: Model, tokens: list[int], seq: int) ->
             assert c.seq_len(seq) == len(tokens)
 
 
-def test_sample_then_prefill_equals_decode_one(model: Model) -> None:
+def test_sample_then_prefill_equals_decode_rows(model: Model) -> None:
     p = model.tokenize(PROMPT)
     reference = cold(model, p)
     out: list[int] = []

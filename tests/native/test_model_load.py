@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.model.errors import LoadError, OptionError, ReleasedError
-from actors.model.llama import Model, default_model_path, type_name, vram_info
+from actors.model.errors import LoadError, OptionError, ReleasedError, Status
+from actors.model.llama import Decode, Model, default_model_path, native, type_name, vram_info
 from actors.model.options import KV_TYPES
 from tests.native.fixtures import write_unknown_arch
 
@@ -176,4 +176,13 @@ def test_closing_model_while_context_lives(model_path: Path) -> None:
     with pytest.raises(ReleasedError):
         c.prefill(0, [1])
     with pytest.raises(ReleasedError):
-        c.decode_one(0, s)
+        c.step([Decode(0, s)])
+
+
+def test_status_names_match_the_shim() -> None:
+    """errors.Status names every code the compiled shim exports, with the same value, and nothing else."""
+    ffi, lib = native()
+    exported = {name: value for value, name in ffi.typeof("la_status").elements.items()}
+    assert {m.name: m.value for m in Status} == exported
+    assert all(getattr(lib, m.name) == m.value for m in Status)
+    assert not hasattr(lib, "la_prefill") and not hasattr(lib, "la_decode_one")  # one decode path: la_step
