@@ -68,7 +68,8 @@ class CacheMetaActor(Actor):
             # A message our handler crashed on twice; drop it, keep serving.
             pass
         elif self.core is None:
-            self.send(sender, m.ErrorReply(getattr(msg, "req_id", ""), "cache meta not started (send MetaStart)"))
+            self.send(sender, m.ErrorReply(getattr(msg, "req_id", ""), "not_ready",
+                                           "cache meta not started (send MetaStart)"))
         else:
             self.core.handle(msg, sender)
 
@@ -79,7 +80,7 @@ class CacheMetaActor(Actor):
         try:
             config = msg.config.validate()
         except ValueError as exc:
-            self.send(sender, m.ErrorReply(msg.req_id, str(exc)))
+            self.send(sender, m.ErrorReply(msg.req_id, "bad_config", str(exc)))
             return
         writers = [self.createActor(CacheWriterActor) for _ in range(config.writers)]
         self.config = config
@@ -114,7 +115,7 @@ class PressureActor(Actor):
             try:
                 self.monitor = PressureMonitor(msg.source, msg.high, msg.low, tuple(msg.tiers))  # type: ignore[arg-type]
             except ValueError as exc:
-                self.send(sender, m.ErrorReply(msg.req_id, str(exc)))
+                self.send(sender, m.ErrorReply(msg.req_id, "bad_option", str(exc)))
                 return
             self.meta = msg.meta
             self.interval_s = msg.interval_s
@@ -205,6 +206,8 @@ class CacheClientHost(Actor):
                 return m.HostReply(msg.req_id, c.known(a["key"]))
             if msg.op == "rows":
                 return m.HostReply(msg.req_id, c.rows())
+            if msg.op == "flush":
+                return m.HostReply(msg.req_id, c.flush_writes(a.get("timeout", 20.0)))
             if msg.op == "ram_keys":
                 return m.HostReply(msg.req_id, [] if c.ram is None else c.ram.keys())
         except Exception as exc:

@@ -24,7 +24,7 @@ class CacheAdminError(RuntimeError):
 
 def _check(reply: Any, expected: type) -> Any:
     if isinstance(reply, m.ErrorReply):
-        raise CacheAdminError(reply.error)
+        raise CacheAdminError(str(reply))
     if not isinstance(reply, expected):
         raise CacheAdminError(f"unexpected reply {type(reply).__name__}")
     return reply

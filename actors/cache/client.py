@@ -33,7 +33,10 @@ from actors.cache.counters import Counters, read_counters, read_gauges
 from actors.cache.key import cache_key, decode_tokens, encode_tokens, namespace, quant_byte
 from actors.cache.kvc import RowMeta, SaveReason
 from actors.cache.prefix import PrefixChain, PrefixIndex
+from actors.cache.publish import write_parts
 from actors.cache.tiers import LoadBuffer, RamEntry, RamTier, load_file, read_tokens
+from actors.cache.write_behind import WriteBehind, WriteOutcome, WriteRequest
+from actors.cache.write_policy import CopyState, EvictAction, QueueLimits, Verdict, on_evict, spill_order
 
 EXACT = "exact"
 RESUME = "resume"
@@ -113,7 +116,10 @@ class CacheClient:
         config: CacheConfig,
         send: Callable[[Any], None],
         client_id: str | None = None,
+        send_threadsafe: bool = True,
     ) -> None:
+        """``send_threadsafe``: ``send`` may be called from the write-behind
+        thread; otherwise its notices wait for this client's next call."""
         self.config = config.validate()
         self.client_id = client_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._send = send
@@ -128,6 +134,16 @@ class CacheClient:
         os.makedirs(config.staging_dir, exist_ok=True)
         self.counters = Counters.for_dir(config.counters_dir)
         self._closed = False
+        behind = config.behind_tier()
+        self._can_demote = behind is not None and config.demote_to_disk
+        self._send_threadsafe = send_threadsafe
+        self.behind: WriteBehind | None = None
+        if behind is not None and (config.write_behind or config.demote_to_disk):
+            self.behind = WriteBehind(
+                behind.name, behind.path or "", QueueLimits(config.write_behind_queue, config.write_behind_bytes),
+                send if send_threadsafe else None, self.counters, self.client_id,
+                ttl_s=config.reservation_ttl_s, fsync=config.fsync, nice=config.write_behind_nice,
+            )
         self._send(m.Subscribe(self.client_id, os.getpid()))
 
     @classmethod
@@ -136,7 +152,7 @@ class CacheClient:
     ) -> CacheClient:
         """Client for a thespian actor: pass ``self.send`` and the meta address;
         forward messages for which :meth:`handles` is true to :meth:`handle`."""
-        return cls(config, lambda msg: actor_send(meta, msg), client_id)
+        return cls(config, lambda msg: actor_send(meta, msg), client_id, send_threadsafe=False)
 
     # -- incoming ----------------------------------------------------------------
 
@@ -152,7 +168,7 @@ class CacheClient:
         """Apply a meta message now (actor mode: call from receiveMessage)."""
         if isinstance(msg, m.IndexDelta):
             for key in msg.removed:
-                self._forget(key)
+                self._on_removed(key)
             for info in msg.added:
                 self._remember(info)
         elif isinstance(msg, m.Snapshot):
@@ -170,6 +186,8 @@ class CacheClient:
     def _drain(self) -> None:
         while self._inbox:
             self.handle(self._inbox.popleft())
+        if self.behind is not None:
+            self._apply_written(self.behind.completed())
 
     def apply_pending(self) -> None:
         """Apply delivered messages now (the owner's thread, when it is otherwise idle).
@@ -182,11 +200,25 @@ class CacheClient:
     def _remember(self, info: m.RowInfo) -> None:
         if info.tier == RAM and (self.ram is None or info.key not in self.ram):
             return  # another process's ram row, or one we already dropped
+        entry = self.ram.get(info.key, touch=False) if self.ram is not None and info.tier != RAM else None
+        if entry is not None:
+            # The file copy of one of our ram rows: keep serving the ram copy,
+            # and remember that evicting it now loses nothing.
+            entry.copy, entry.file_info = CopyState.DURABLE, info
+            return
         old = self._rows.pop(info.key, None)
         if old is not None:
             self._prefix.remove(info.key, old.blocks)
         self._rows[info.key] = info
         self._prefix.add(info.key, info.blocks)
+
+    def _on_removed(self, key: bytes) -> None:
+        entry = self.ram.get(key, touch=False) if self.ram is not None else None
+        if entry is None:
+            self._forget(key)
+        elif entry.copy in (CopyState.DURABLE, CopyState.WRITTEN):
+            # Our ram row stays; its file copy went (evicted, or failed a check).
+            entry.copy, entry.file_info = CopyState.NONE, None
 
     def _forget(self, key: bytes) -> None:
         info = self._rows.pop(key, None)
@@ -207,7 +239,7 @@ class CacheClient:
                 kept.append(entry.info)  # pinned here: re-announce instead of dropping
             else:
                 self.ram.remove(key, force=True)
-                self._forget(key)
+                self._unlist_ram(entry)
                 dropped.append(key)
         readd = tuple(kept)
         if dropped or readd:
@@ -393,12 +425,11 @@ class CacheClient:
     ) -> SaveResult:
         assert self.ram is not None
         t0 = time.perf_counter_ns()
-        entry = RamEntry(key, bytes(kv), bytes(logits) if logits else None, meta.tokens)
+        entry = RamEntry(key, bytes(kv), bytes(logits) if logits else None, meta.tokens, meta=meta)
         stored, evicted = self.ram.put(entry)
         if not stored:
             return self._dropped(key, RAM, "does not fit the ram quota")
-        for k in evicted:
-            self._forget(k)
+        demote = [e for e in evicted if self._leave_ram(e) is EvictAction.DEMOTE]
         info = m.RowInfo(
             key,
             ns,
@@ -417,15 +448,78 @@ class CacheClient:
         # of the same row is idempotent.
         self._remember(info)
         self.counters.add_many(
-            {
-                "pack_ns_total": time.perf_counter_ns() - t0,
-                "pack_count": 1,
-                "pack_bytes": entry.size,
-                "evictions": len(evicted),
-            }
+            {"pack_ns_total": time.perf_counter_ns() - t0, "pack_count": 1, "pack_bytes": entry.size}
         )
-        self._send(m.RamRowsChanged(self.client_id, (info,), tuple(evicted)))
+        # The meta hears of the row before any copy of it can be announced (one lane, in order).
+        self._send(m.RamRowsChanged(self.client_id, (info,), tuple(e.key for e in evicted)))
+        for e in demote:
+            if self._offer(e, demotion=True) is Verdict.FULL:
+                self.counters.inc("evictions")  # no room to demote it: dropped after all
+        if self.behind is not None and self.config.write_behind:
+            self._offer(entry, demotion=False)
         return SaveResult(key, True, RAM)
+
+    # -- copies to the file tier (write-behind, demotion, spill) -----------------------
+
+    def _leave_ram(self, entry: RamEntry) -> EvictAction:
+        """An entry the ram quota just evicted: list its file copy instead, queue
+        its demotion (the caller offers it), or drop it."""
+        action = on_evict(entry.copy, self._can_demote)
+        self._unlist_ram(entry)
+        if action is EvictAction.RELEASE:
+            self.counters.inc("demotions")
+        elif action is EvictAction.DROP:
+            self.counters.inc("evictions")
+        return action
+
+    def _unlist_ram(self, entry: RamEntry) -> None:
+        """The mirror after a ram entry is gone: its durable file copy, else nothing
+        (a copy written but not yet listed arrives with the meta's next delta)."""
+        if entry.copy is CopyState.DURABLE and entry.file_info is not None:
+            self._remember(entry.file_info)
+        else:
+            self._forget(entry.key)
+
+    def _offer(self, entry: RamEntry, demotion: bool, force: bool = False) -> Verdict:
+        assert self.behind is not None
+        req = WriteRequest(entry.info, entry.meta, entry.kv, entry.logits, demotion)
+        adm = self.behind.offer(req, force=force)
+        if adm.verdict is Verdict.QUEUED:
+            entry.copy = CopyState.QUEUED
+        for key in adm.displaced:
+            other = self.ram.get(key, touch=False) if self.ram is not None else None
+            if other is not None and other.copy is CopyState.QUEUED:
+                other.copy = CopyState.NONE
+        return adm.verdict
+
+    def _apply_written(self, outcomes: Sequence[WriteOutcome]) -> None:
+        for o in outcomes:
+            entry = self.ram.get(o.key, touch=False) if self.ram is not None else None
+            if entry is not None and entry.copy is CopyState.QUEUED:
+                entry.copy = CopyState.WRITTEN if o.written else CopyState.NONE
+            if o.notice is not None and not self._send_threadsafe:
+                self._send(o.notice)
+
+    def flush_writes(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued copy is written (tests, tools); True when done."""
+        if self.behind is None:
+            return True
+        done = self.behind.wait_idle(timeout)
+        self._drain()
+        return done
+
+    def _spill(self) -> None:
+        """Graceful shutdown: write what only ram holds, within ``spill_budget_s``."""
+        if self.behind is None:
+            return
+        if self.ram is not None and self.config.spill_budget_s > 0:
+            self._drain()
+            entries = {e.key: e for e in self.ram.entries()}
+            for key in spill_order(list(entries), {k: e.copy for k, e in entries.items()}):
+                self._offer(entries[key], demotion=False, force=True)
+        report = self.behind.close(self.config.spill_budget_s)
+        self.counters.add_many({"spilled": report.written, "spill_skipped": report.skipped})
+        self._apply_written(self.behind.completed())
 
     def _writers_full(self) -> bool:
         g = read_gauges(self.config.counters_dir)
@@ -451,7 +545,11 @@ class CacheClient:
         path = os.path.join(self.config.staging_dir, f"{key.hex()}.{uuid.uuid4().hex[:12]}.stage")
         size = len(prefix) + len(kv) + len(logits_b)
         try:
-            _write_all(path, (prefix, kv, logits_b))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                write_parts(fd, (prefix, kv, logits_b))
+            finally:
+                os.close(fd)
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -490,32 +588,27 @@ class CacheClient:
     def get_counters(self) -> dict[str, int]:
         return read_counters(self.config.counters_dir)
 
-    def close(self) -> None:
-        """Release pins and ram rows; the meta forgets this client."""
+    def close(self, spill: bool = False) -> None:
+        """Release pins and ram rows; the meta forgets this client.
+
+        ``spill`` (a graceful unload): first write the ram rows that have no
+        file copy yet, within ``spill_budget_s``, so a restart on the same
+        cache directory finds them.  Without it, queued copies are abandoned.
+        """
         if self._closed:
             return
         self._closed = True
+        if spill:
+            self._spill()
+        elif self.behind is not None:
+            self.behind.close()
+            self._apply_written(self.behind.completed())
         with contextlib.suppress(Exception):
             self._send(m.Unsubscribe(self.client_id))
         if self.ram is not None:
             self.ram.clear()
         self._rows.clear()
         self._prefix = PrefixIndex(self.config.max_candidates)
-
-
-def _write_all(path: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
-        while views:
-            written = os.writev(fd, views)
-            while views and written >= views[0].nbytes:
-                written -= views[0].nbytes
-                views.pop(0)
-            if views and written:
-                views[0] = views[0][written:]
-    finally:
-        os.close(fd)
 
 
 __all__ = ["FILE_TIERS", "CacheClient", "CacheError", "Hit", "Loaded", "SaveResult"]

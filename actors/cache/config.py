@@ -13,21 +13,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from actors.cache.policy import PolicyError, SavePolicy
+from actors.errors import ConfigError
 
 RAM = "ram"
 RAM_FILE = "ram_file"
 DISK = "disk"
 TIER_NAMES: tuple[str, ...] = (RAM, RAM_FILE, DISK)
 FILE_TIERS: tuple[str, ...] = (RAM_FILE, DISK)
-
-
-class ConfigError(ValueError):
-    """Invalid cache configuration; ``field`` names the setting."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 def default_shm_root() -> str:
@@ -58,6 +50,11 @@ class CacheConfig:
     tmp_ttl_s: float = 120.0
     sweep_interval_s: float = 30.0
     demote_to_disk: bool = True
+    write_behind: bool = True
+    write_behind_queue: int = 16
+    write_behind_bytes: int = 512 << 20
+    write_behind_nice: int = 10
+    spill_budget_s: float = 5.0
     fsync: bool = True
     max_candidates: int = 8
     policy: SavePolicy = field(default_factory=SavePolicy)
@@ -100,6 +97,12 @@ class CacheConfig:
     def file_tiers(self) -> tuple[TierConfig, ...]:
         return tuple(t for t in self.tiers if t.name in FILE_TIERS)
 
+    def behind_tier(self) -> TierConfig | None:
+        """Where ram rows are written behind and demoted to: the first file tier
+        (``ram_file``, else ``disk``); None when there is no ram tier or no file tier."""
+        files = self.file_tiers()
+        return files[0] if files and self.tier(RAM) is not None else None
+
     @property
     def staging_dir(self) -> str:
         return os.path.join(self.run_dir, "staging")
@@ -139,6 +142,18 @@ class CacheConfig:
                 raise ConfigError(name, f"must be an int >= 1, got {value!r}")
         if isinstance(self.writer_queue, bool) or not isinstance(self.writer_queue, int) or self.writer_queue < 0:
             raise ConfigError("writer_queue", f"must be an int >= 0, got {self.writer_queue!r}")
+        if isinstance(self.write_behind_queue, bool) or not isinstance(self.write_behind_queue, int) \
+                or self.write_behind_queue < 1:
+            raise ConfigError("write_behind_queue", f"must be an int >= 1, got {self.write_behind_queue!r}")
+        if isinstance(self.write_behind_bytes, bool) or not isinstance(self.write_behind_bytes, int) \
+                or self.write_behind_bytes < 0:
+            raise ConfigError("write_behind_bytes", f"must be an int >= 0, got {self.write_behind_bytes!r}")
+        nice = self.write_behind_nice
+        if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+            raise ConfigError("write_behind_nice", f"must be an int in 0..19, got {nice!r}")
+        spill = self.spill_budget_s
+        if isinstance(spill, bool) or not isinstance(spill, (int, float)) or spill < 0:
+            raise ConfigError("spill_budget_s", f"must be a number >= 0, got {spill!r}")
         for name in ("reservation_ttl_s", "tmp_ttl_s", "sweep_interval_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:

@@ -63,6 +63,15 @@ COUNTERS: tuple[str, ...] = (
     "pack_bytes",
     "write_ns_total",
     "write_count",
+    "write_behind_queued",
+    "write_behind_written",
+    "write_behind_skipped",
+    "write_behind_deduped",
+    "write_behind_failed",
+    "write_behind_bytes",
+    "write_behind_ns_total",
+    "spilled",
+    "spill_skipped",
 )
 
 GAUGES: tuple[str, ...] = (

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.cache.config import CacheConfig
+from actors.errors import ErrorReply
+
+__all__ = ["ErrorReply"]  # the one error reply (actors.errors), re-exported: every actor answers with it
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,21 @@ class RamRowsChanged:
     client_id: str
     added: tuple[RowInfo, ...] = ()
     removed: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class RowWritten:
+    """A model process's write-behind thread published a ram row to a file tier.
+
+    ``info`` describes the file copy.  The meta charges it to the tier (evicting
+    for room, or deleting the copy if it cannot fit) and lists it for every
+    mirror; the owner keeps serving its ram copy.  ``demotion``: the ram copy
+    was already evicted when it was written.
+    """
+
+    info: RowInfo
+    client_id: str
+    demotion: bool = False
 
 
 @dataclass(frozen=True)
@@ -269,12 +287,6 @@ class WaitIdle:
 @dataclass(frozen=True)
 class Idle:
     req_id: str
-
-
-@dataclass(frozen=True)
-class ErrorReply:
-    req_id: str
-    error: str
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,11 @@ class MetaCore:
         self.counters = Counters.for_dir(config.counters_dir)
         self.gauges = Gauges(config.counters_dir)
         self.subscribers: dict[str, _Subscriber] = {}
+        # Ram copies of rows the index lists in a file tier (written behind):
+        # key -> (owning client, bytes in its ram).  Counted in the ram gauges,
+        # released first by ram evictions, and listed again as the owner's ram
+        # row if the file copy goes.
+        self.hot: dict[bytes, tuple[str, int]] = {}
         self._writers = list(writers)
         self._idle: deque[Any] = deque(self._writers)
         self._queue: deque[_Job] = deque()
@@ -152,6 +157,8 @@ class MetaCore:
             self._on_touch(msg.key)
         elif isinstance(msg, m.RamRowsChanged):
             self._on_ram_rows(msg, sender)
+        elif isinstance(msg, m.RowWritten):
+            self._on_row_written(msg)
         elif isinstance(msg, m.RowFailed):
             self._on_row_failed(msg.key)
         elif isinstance(msg, m.Pin):
@@ -179,7 +186,7 @@ class MetaCore:
             self.sweep()
         else:
             req_id = getattr(msg, "req_id", "")
-            self.outbox.send(sender, m.ErrorReply(req_id, f"unknown message {type(msg).__name__}"))
+            self.outbox.send(sender, m.ErrorReply(req_id, "bad_request", f"unknown message {type(msg).__name__}"))
 
     def replace_writer(self, dead: Any, replacement: Any) -> None:
         """A writer process died: fail its job (the row was never published,
@@ -265,7 +272,7 @@ class MetaCore:
                 self._added.append(moved.info)
                 self.counters.inc("demotions")
             else:
-                self.index.remove(d.key)
+                self._drop_file_row(d.key)
                 self.counters.inc("evictions")
         if msg.key is not None and state is not None:
             self._finish_save(msg, state)
@@ -339,9 +346,8 @@ class MetaCore:
                     self._removed.append((row.key, None))
                     demotions.append(m.Demotion(row.key, src, disk.directory))
                     continue
-            self.index.remove(row.key)
             self.dirs[row.tier].remove(row.key)
-            self._removed.append((row.key, None))
+            self._drop_file_row(row.key)
             self.counters.inc("evictions")
         for owner, keys in drop_ram.items():
             self.outbox.send(self.subscribers[owner].dest, m.DropRamRows(tuple(keys)))
@@ -352,12 +358,16 @@ class MetaCore:
         unknown = [t for t in tiers if t not in TIER_NAMES]
         if unknown:
             raise ValueError(f"tiers: unknown {unknown}")
-        rows = self.index.reclaimable(tiers, n_bytes)
+        hot_freed, keys = self._release_hot(n_bytes) if RAM in tiers else (0, [])
+        rows = self.index.reclaimable(tiers, n_bytes - hot_freed)
         # Demoting into a tier that is itself being emptied would be wasted I/O.
         can_demote = DISK not in tiers and self.in_flight < self.capacity
-        freed = sum(r.size for r in rows)
-        keys = [r.key for r in rows]
-        demotions = self._evict(rows, demote=can_demote)
+        freed = hot_freed + sum(r.size for r in rows)
+        keys += [r.key for r in rows]
+        self._submit_demotions(self._evict(rows, demote=can_demote))
+        return freed, keys
+
+    def _submit_demotions(self, demotions: list[m.Demotion]) -> None:
         if demotions:
             job = m.WriteJob(
                 job_id=next(self._job_ids),
@@ -368,13 +378,71 @@ class MetaCore:
                 fsync=self.config.fsync,
             )
             self._submit(job, 0)
+
+    def _release_hot(self, n_bytes: int) -> tuple[int, list[bytes]]:
+        """Free ram by dropping copies whose row is safe in a file tier (oldest first, pinned rows never)."""
+        freed = 0
+        keys: list[bytes] = []
+        drop: dict[str, list[bytes]] = {}
+        for key, (owner, size) in list(self.hot.items()):
+            if freed >= n_bytes:
+                break
+            row = self.index.get(key)
+            if row is not None and row.pins:
+                continue
+            del self.hot[key]
+            drop.setdefault(owner, []).append(key)
+            freed += size
+            keys.append(key)
+        for owner, dropped in drop.items():
+            if owner in self.subscribers:
+                self.outbox.send(self.subscribers[owner].dest, m.DropRamRows(tuple(dropped)))
         return freed, keys
+
+    def _drop_file_row(self, key: bytes) -> None:
+        """Unlist a file row whose file is gone; a ram copy its owner still holds
+        becomes the listed row again (the owner's private ram row)."""
+        row = self.index.remove(key)
+        self._removed.append((key, None))
+        hot = self.hot.pop(key, None)
+        if hot is not None and row is not None and hot[0] in self.subscribers:
+            owner, size = hot
+            ram = self.index.add(replace(row.info, tier=RAM, location=owner, owner=owner, size=size))
+            for pin_owner in row.pins:
+                self.index.pin(key, pin_owner)
+            self._added.append(ram.info)
+
+    def _on_row_written(self, msg: m.RowWritten) -> None:
+        """A model's write-behind thread published a copy: charge it to its tier
+        (evicting for room), list it for everyone; the owner keeps its ram copy."""
+        info = msg.info
+        tier = self.dirs.get(info.tier)
+        if tier is None:
+            return
+        row = self.index.get(info.key)
+        if row is not None and row.tier != RAM:
+            return  # already listed there (the same path: a file tier has one file per key)
+        victims = self.index.plan_space(info.tier, info.size, exclude=(info.key,))
+        if victims is None:  # cannot fit (the rest is pinned or busy): the copy goes, the ram row stays
+            tier.remove(info.key)
+            self.counters.inc("saves_dropped")
+            return
+        self._submit_demotions(self._evict(victims, demote=True))
+        if row is None:  # a demotion: its ram copy is already gone
+            self.index.add(info)
+        else:
+            owner = row.info.owner or ""
+            self.index.move(info.key, info)
+            self.index.make_available(info.key)
+            if owner in self.subscribers:
+                self.hot[info.key] = (owner, row.size)
+        self._added.append(info)
 
     def _reply_evict(self, msg: m.EvictBytes, sender: Any) -> None:
         try:
             freed, keys = self.evict_bytes(msg.n_bytes, msg.tiers)
         except ValueError as exc:
-            self.outbox.send(sender, m.ErrorReply(msg.req_id, str(exc)))
+            self.outbox.send(sender, m.ErrorReply(msg.req_id, "bad_option", str(exc)))
             return
         self.outbox.send(sender, m.Evicted(msg.req_id, freed, tuple(keys)))
 
@@ -390,6 +458,9 @@ class MetaCore:
 
     def _on_ram_rows(self, msg: m.RamRowsChanged, sender: Any) -> None:
         for key in msg.removed:
+            hot = self.hot.get(key)
+            if hot is not None and hot[0] == msg.client_id:
+                del self.hot[key]
             row = self.index.get(key)
             if row is not None and row.tier == RAM and row.info.owner == msg.client_id:
                 self.index.remove(key)
@@ -434,8 +505,7 @@ class MetaCore:
         except (OSError, KvcError):
             self.dirs[row.tier].remove(key)
             self.counters.inc("corrupt_files")
-        self.index.remove(key)
-        self._removed.append((key, None))
+        self._drop_file_row(key)
 
     def _on_touch(self, key: bytes) -> None:
         row = self.index.touch(key)
@@ -460,6 +530,7 @@ class MetaCore:
         """Forget a client: its ram rows died with it, its pins are released."""
         self.subscribers.pop(client_id, None)
         self.index.release_owner(client_id)
+        self.hot = {k: v for k, v in self.hot.items() if v[0] != client_id}
         for row in self.index.rows():
             if row.tier == RAM and row.info.owner == client_id:
                 self.index.remove(row.key)
@@ -489,8 +560,7 @@ class MetaCore:
         vanished = 0
         for row in self.index.rows():
             if row.tier in FILE_TIERS and row.status is Status.AVAILABLE and not os.path.exists(row.info.location):
-                self.index.remove(row.key)
-                self._removed.append((row.key, None))
+                self._drop_file_row(row.key)
                 vanished += 1
         stats["vanished"] = vanished
         stats["evicted_over_quota"] = sum(self._enforce_quota(t) for t in FILE_TIERS if t in self.dirs)
@@ -520,6 +590,9 @@ class MetaCore:
         for tier in TIER_NAMES:
             values[f"bytes_{tier}"] = self.index.used(tier) if tier in self.index.quotas else 0
             values[f"rows_{tier}"] = self.index.count(tier) if tier in self.index.quotas else 0
+        # Ram copies of written-behind rows hold ram too.
+        values["bytes_ram"] += sum(size for _, size in self.hot.values())
+        values["rows_ram"] += len(self.hot)
         values["writer_busy"] = len(self._jobs)
         values["writer_queued"] = len(self._queue)
         values["writer_capacity"] = self.capacity

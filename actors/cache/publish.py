@@ -31,7 +31,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -237,6 +237,38 @@ def _validate_existing(path: str, key: bytes) -> bool:
     return True
 
 
+def write_parts(fd: int, parts: Sequence[bytes | bytearray | memoryview], chunk: int = 0,
+                progress: Callable[[], None] | None = None) -> None:
+    """Write ``parts`` in order at the current offset of ``fd`` (``writev``, no joined copy).
+
+    With ``chunk`` the writes are cut to at most that many bytes and
+    ``progress()`` runs between them (a long write refreshes its reservation,
+    tests stop a writer half way).
+    """
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        if chunk:
+            batch: list[memoryview] = []
+            room = chunk
+            for v in views:
+                if room <= 0:
+                    break
+                batch.append(v[:room])
+                room -= min(room, v.nbytes)
+        else:
+            batch = views
+        written = os.writev(fd, batch)
+        if written <= 0:
+            raise OSError(errno.EIO, "short write")
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+        if views and progress is not None:
+            progress()
+
+
 def publish_file(
     src: str,
     directory: str,
@@ -266,6 +298,88 @@ def publish_file(
     if info.key != key:
         return PublishResult(PublishOutcome.FAILED, final, 0, "source holds another key")
 
+    def fill(tmp: str, res: Reservation) -> None:
+        if not force_copy and os.stat(src).st_dev == os.stat(directory).st_dev:
+            try:
+                os.link(src, tmp)  # exclusive create, like O_EXCL
+                if hook:
+                    hook("tmp_open")
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise
+        dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            if hook:
+                hook("tmp_open")
+            src_fd = os.open(src, os.O_RDONLY)
+            try:
+                _copy(src_fd, dst_fd, size, res, hook, chunk)
+            finally:
+                os.close(src_fd)
+        finally:
+            os.close(dst_fd)
+
+    return _publish(directory, key, size, fill, ttl_s=ttl_s, fsync=fsync, hook=hook,
+                    released=(lambda: _unlink_quiet(src)) if move else None)
+
+
+def publish_parts(
+    parts: Sequence[bytes | bytearray | memoryview],
+    directory: str,
+    key: bytes,
+    *,
+    ttl_s: float = 30.0,
+    fsync: bool = True,
+    hook: Hook | None = None,
+    chunk: int = CHUNK,
+) -> PublishResult:
+    """Publish a row held in memory (``kvc.encode_prefix`` output, then the payload) as
+    ``<directory>/<key>.kvc``, with the same steps as :func:`publish_file`.
+
+    Why: the write-behind thread of a model process already holds the packed
+    bytes of a ram row; writing them straight into the tier's tmp file saves
+    the staging copy and the hand-off to a writer process.  The caller vouches
+    that ``parts`` encode ``key`` (the reader's full parse checks it anyway).
+    """
+    size = sum(len(p) for p in parts)
+
+    def fill(tmp: str, res: Reservation) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            if hook:
+                hook("tmp_open")
+            last = [time.monotonic()]
+
+            def progress() -> None:
+                if time.monotonic() - last[0] > 1.0:
+                    refresh(res)
+                    last[0] = time.monotonic()
+                if hook:
+                    hook("tmp_partial")
+
+            write_parts(fd, parts, chunk, progress)
+        finally:
+            os.close(fd)
+
+    return _publish(directory, key, size, fill, ttl_s=ttl_s, fsync=fsync, hook=hook)
+
+
+def _publish(
+    directory: str,
+    key: bytes,
+    size: int,
+    fill: Callable[[str, Reservation], None],
+    *,
+    ttl_s: float,
+    fsync: bool,
+    hook: Hook | None,
+    released: Callable[[], None] | None = None,
+) -> PublishResult:
+    """The protocol's steps around ``fill(tmp, reservation)``, which creates
+    ``tmp`` exclusively with the row's complete bytes; ``released()`` runs
+    once the row is out and the reservation gone (a staging file goes then)."""
+    final = row_path(directory, key)
     res = reserve(directory, key, ttl_s)
     if res is None:
         return PublishResult(PublishOutcome.BUSY, final, size, "reservation held by a live writer")
@@ -273,29 +387,7 @@ def publish_file(
         hook("reserve")
     tmp = os.path.join(directory, f"{key.hex()}.{res.token}{TMP_SUFFIX}")
     try:
-        linked = False
-        if not force_copy and os.stat(src).st_dev == os.stat(directory).st_dev:
-            try:
-                os.link(src, tmp)  # exclusive create, like O_EXCL
-                linked = True
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                    raise
-        if linked:
-            if hook:
-                hook("tmp_open")
-        else:
-            dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                if hook:
-                    hook("tmp_open")
-                src_fd = os.open(src, os.O_RDONLY)
-                try:
-                    _copy(src_fd, dst_fd, size, res, hook, chunk)
-                finally:
-                    os.close(src_fd)
-            finally:
-                os.close(dst_fd)
+        fill(tmp, res)
         if hook:
             hook("tmp_written")
         if fsync:
@@ -328,8 +420,8 @@ def publish_file(
         if hook:
             hook("dir_fsync")
         release(res)
-        if move:
-            _unlink_quiet(src)
+        if released is not None:
+            released()
         if hook:
             hook("release")
         return PublishResult(outcome, final, os.stat(final).st_size)

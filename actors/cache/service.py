@@ -139,7 +139,7 @@ class CacheService:
     def evict_bytes(self, n_bytes: int, tiers: Sequence[str]) -> m.Evicted:
         reply = self._ask(m.EvictBytes(n_bytes, tuple(tiers)))
         if isinstance(reply, m.ErrorReply):
-            raise ValueError(reply.error)
+            raise ValueError(str(reply))
         return reply
 
     def gc(self) -> dict[str, int]:

@@ -26,6 +26,7 @@ from typing import Any
 from actors.cache import kvc, publish
 from actors.cache.key import namespace
 from actors.cache.prefix import chain_blob
+from actors.cache.write_policy import CopyState
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
@@ -40,6 +41,9 @@ class RamEntry:
     tokens: bytes
     pins: int = 0
     info: Any = None  # the RowInfo announced for it, to re-announce a kept row
+    meta: Any = None  # the RowMeta it was saved with (the file header of its copy)
+    copy: CopyState = CopyState.NONE  # its file copy (write-behind, demotion)
+    file_info: Any = None  # the index's RowInfo of that copy, once DURABLE
 
     @property
     def size(self) -> int:
@@ -61,10 +65,15 @@ class RamTier:
         return key in self._entries
 
     def keys(self) -> list[bytes]:
+        """Least recently used first."""
         return list(self._entries)
 
-    def put(self, entry: RamEntry) -> tuple[bool, list[bytes]]:
-        """Store ``entry``; returns (stored, keys evicted to make room).
+    def entries(self) -> list[RamEntry]:
+        """Least recently used first."""
+        return list(self._entries.values())
+
+    def put(self, entry: RamEntry) -> tuple[bool, list[RamEntry]]:
+        """Store ``entry``; returns (stored, entries evicted to make room, LRU first).
 
         Evicts nothing when the entry cannot fit even after evicting every
         unpinned row: a save that does not fit is dropped, not allowed to
@@ -75,20 +84,20 @@ class RamTier:
         need = self.used + entry.size - self.quota
         if entry.size > self.quota:
             return False, []
-        victims: list[bytes] = []
+        victims: list[RamEntry] = []
         if need > 0:
             freed = 0
-            for key, e in self._entries.items():
+            for e in self._entries.values():
                 if e.pins:
                     continue
-                victims.append(key)
+                victims.append(e)
                 freed += e.size
                 if freed >= need:
                     break
             if freed < need:
                 return False, []
-            for key in victims:
-                self.remove(key)
+            for e in victims:
+                self.remove(e.key)
         self._entries[entry.key] = entry
         self.used += entry.size
         return True, victims

@@ -65,6 +65,7 @@ class ModelActor(Actor):
         self.obs: Any = None
         self.state = "new"
         self.stop_reply: tuple[Any, str] | None = None
+        self.threads: dict[str, int] = {}  # what llama.cpp runs with now (the node's core budget sets it)
 
     # ------------------------------------------------------------------ message thread
 
@@ -93,7 +94,7 @@ class ModelActor(Actor):
             self.commands.put(msg if msg.reply_to is not None else _with_reply_to(msg, sender))
         elif isinstance(msg, mm.ModelInit):
             self._init(msg)
-        elif isinstance(msg, mm.StopModel):
+        elif isinstance(msg, (mm.StopModel, mm.SetThreads)):
             self.commands.put(msg)
         elif isinstance(msg, mm.CacheRebind):
             self._rebind(msg.meta)
@@ -103,7 +104,7 @@ class ModelActor(Actor):
             pass
 
     def _status(self) -> dict[str, Any]:
-        base = {"state": self.state, "pid": os.getpid()}
+        base: dict[str, Any] = {"state": self.state, "pid": os.getpid(), "threads": dict(self.threads)}
         if self.engine is not None:
             base.update(self.engine.status())
         if self.outbox is not None:
@@ -210,6 +211,9 @@ class ModelActor(Actor):
             return
         self.state = "ready"
         info = backend.info()
+        if "n_threads" in info:
+            self.threads = {"n_threads": info["n_threads"], "n_threads_batch": info.get("n_threads_batch",
+                                                                                        info["n_threads"])}
         self.outbox.post(sup, mm.ModelReady(init.model_id, os.getpid(), info,
                                             self.cache.client_id if self.cache is not None else None))
         self._loop()
@@ -254,6 +258,12 @@ class ModelActor(Actor):
                     self.outbox.flush(10.0)
                     self._refuse_all("model_stopping", "the model is being unloaded")
                     return
+                if isinstance(cmd, mm.SetThreads):
+                    set_threads = getattr(eng.backend, "set_threads", None)  # a stub runs no threads
+                    if set_threads is not None:
+                        set_threads(cmd.n_threads, cmd.n_threads_batch)
+                        self.threads = {"n_threads": cmd.n_threads, "n_threads_batch": cmd.n_threads_batch}
+                    continue
                 if isinstance(cmd, tuple) and cmd[0] == "rebind":
                     _tag, new, old = cmd
                     eng.cache = new
@@ -280,7 +290,7 @@ class ModelActor(Actor):
                 eng.backend.close()
             if self.cache is not None:
                 with contextlib.suppress(Exception):
-                    self.cache.close()
+                    self.cache.close(spill=save)  # a graceful unload writes ram-only rows behind first
         return saved
 
 

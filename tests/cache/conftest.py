@@ -11,7 +11,12 @@ from actors.cache.service import CacheService
 
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., CacheConfig]:
-    """Config with every tier under tmp_path; quotas in bytes."""
+    """Config with every tier under tmp_path; quotas in bytes.
+
+    Write-behind is off unless a test asks for it: these tests pin down what
+    each tier does on its own, and a writer thread copying ram rows to
+    ram_file meanwhile would make their listings depend on its timing.
+    """
 
     def make(
         ram: int | None = 1 << 20,
@@ -21,6 +26,7 @@ def make_config(tmp_path: Path) -> Callable[..., CacheConfig]:
         run: str = "run",
         **kw: object,
     ) -> CacheConfig:
+        kw.setdefault("write_behind", False)
         return CacheConfig.create(
             tmp_path / run,
             ram=ram,

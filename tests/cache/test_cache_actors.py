@@ -6,6 +6,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,28 @@ def cfg(tmp_path: Path) -> CacheConfig:
         disk=(tmp_path / "disk", 1 << 24),
         default_tier="ram_file",
         sweep_interval_s=0.5,
+        write_behind=False,  # ram rows stay private here; test_ram_row_written_behind_reaches_other_process
     )
+
+
+def test_ram_row_written_behind_reaches_other_process(system: SystemHandle, cfg: CacheConfig,
+                                                      tmp_path: Path) -> None:
+    admin = CacheAdmin.start(system, replace(cfg, write_behind=True))
+    a, b = start_host(system, admin), start_host(system, admin)
+    tokens = rand_tokens(100, seed=5)
+    kv = os.urandom(50_000)
+    (tmp_path / "kv.bin").write_bytes(kv)
+    call(system, a, "save", reason="finish", meta=meta_for(tokens), kv_path=str(tmp_path / "kv.bin"), tier="ram")
+    assert call(system, a, "flush")  # written; a host actor sends the notice on its own thread
+    assert wait_for(lambda: lookup(system, b, tokens) is not None)
+    hit = lookup(system, b, tokens)
+    assert (hit.kind, hit.tier) == ("exact", "ram_file")
+    assert Path(call(system, b, "load", hit=hit, out_path=str(tmp_path / "out.bin"))["path"]).read_bytes() == kv
+    own = lookup(system, a, tokens)
+    assert own.tier == "ram"  # the writer keeps serving its ram copy
+    counters = admin.get_counters()
+    assert (counters["write_behind_queued"], counters["write_behind_written"]) == (1, 1)
+    assert (counters["rows_ram"], counters["rows_ram_file"]) == (1, 1)
 
 
 def test_save_lookup_load_across_processes(system: SystemHandle, cfg: CacheConfig, tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ def test_validate_names_the_field(change: dict[str, object], field: str) -> None
 def test_config_validation_surfaces_policy_field(tmp_path) -> None:
     with pytest.raises(ConfigError) as exc:
         CacheConfig.create(tmp_path, policy=SavePolicy(min_tokens=0))
-    assert exc.value.field == "policy.min_tokens"
+    assert exc.value.key == "policy.min_tokens"
 
 
 @pytest.mark.parametrize(
@@ -121,4 +121,5 @@ def test_config_validation_surfaces_policy_field(tmp_path) -> None:
 def test_config_errors_name_the_field(tmp_path, kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError) as exc:
         CacheConfig.create(tmp_path, **kwargs)
-    assert exc.value.field == field
+    assert exc.value.key == field
+    assert exc.value.reason == "bad_config"
