@@ -25,9 +25,11 @@ from actors.http.calls import (
     bad_request,
     check_model_name,
     extras,
+    forced_tool_grammar,
     get_bool,
     get_float,
     get_int,
+    pick_grammar,
     render_tool_call,
     require_object,
     sampler_options,
@@ -106,6 +108,11 @@ def messages_call(body: Any, session: str | None = None) -> GenCall:
         "sampler": sampler_options(get_float(body, "temperature", 0.0, 1.0), get_float(body, "top_p", 0.0, 1.0),
                                    get_int(body, "top_k", 0), None),
     }
+    choice = body.get("tool_choice")
+    forced = isinstance(choice, Mapping) and choice.get("type") in ("any", "tool")
+    grammar = pick_grammar(body, forced_tool_grammar(prompt.tools, forced), "a required tool call")
+    if grammar:
+        opts["sampler"]["grammar"] = grammar
     stop = stop_list(body.get("stop_sequences"), "stop_sequences")
     if stop:
         opts["stop_sequences"] = stop

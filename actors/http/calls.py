@@ -222,12 +222,37 @@ def extras(result: Any) -> dict[str, Any]:
             "finish_reason": result.finish_reason}
 
 
+def pick_grammar(body: Mapping[str, Any], derived: str | None, why: str) -> str | None:
+    """The request's grammar: the ``grammar`` extension (GBNF text, as llama.cpp's server takes it) or
+    the one ``why`` (response_format, a forced tool call) implies; both at once is a 400."""
+    own = body.get("grammar")
+    if own is None:
+        return derived
+    if not isinstance(own, str) or not own.strip():
+        raise bad_request("grammar: expected GBNF text", "grammar")
+    if derived is not None:
+        raise bad_request(f"grammar: cannot be combined with {why}", "grammar")
+    return own
+
+
+def forced_tool_grammar(tools: tuple[dict[str, Any], ...] | None, forced: bool) -> str | None:
+    """A grammar that makes the reply one tool call, when the request demands a call."""
+    if not forced or not tools:
+        return None
+    from actors.http.schema_grammar import SchemaError, tool_call_gbnf
+
+    try:
+        return tool_call_gbnf(list(tools), TOOL_CALL_START, TOOL_CALL_END)
+    except SchemaError as e:
+        raise bad_request(f"tools: {e}", "tools") from None
+
+
 def check_model_name(body: Mapping[str, Any]) -> str:
     model = get_str(body, "model", required=True)
     assert model is not None
     return model
 
 
-__all__ = ["ApiError", "ChatPrompt", "GenCall", "ToolCall", "check_model_name", "extras", "get_bool", "get_float",
-           "get_int", "get_str", "parse_tool_call", "render_tool_call", "require_object", "sampler_options",
-           "split_tool_calls", "stop_list", "text_blocks", "tool_specs"]
+__all__ = ["ApiError", "ChatPrompt", "GenCall", "ToolCall", "check_model_name", "extras", "forced_tool_grammar",
+           "get_bool", "get_float", "get_int", "get_str", "parse_tool_call", "pick_grammar", "render_tool_call",
+           "require_object", "sampler_options", "split_tool_calls", "stop_list", "text_blocks", "tool_specs"]

@@ -24,9 +24,11 @@ from actors.http.calls import (
     bad_request,
     check_model_name,
     extras,
+    forced_tool_grammar,
     get_bool,
     get_float,
     get_int,
+    pick_grammar,
     render_tool_call,
     require_object,
     sampler_options,
@@ -146,7 +148,11 @@ def chat_call(body: Any, default_max_tokens: int, session: str | None = None) ->
         raise bad_request("tool_choice: expected none, auto, required or {type: function, function: {name}}",
                           "tool_choice")
     opts = _common_options(body, default_max_tokens, session)
-    grammar = _grammar(body)
+    forced = forced_tool_grammar(tools, choice == "required" or isinstance(choice, Mapping))
+    derived = _grammar(body)
+    if forced and derived:
+        raise bad_request("response_format cannot be combined with a required tool call", "response_format")
+    grammar = pick_grammar(body, forced or derived, "response_format or a required tool call")
     if grammar:
         opts["sampler"]["grammar"] = grammar
     stream = get_bool(body, "stream")
@@ -173,6 +179,9 @@ def completion_call(body: Any, default_max_tokens: int, session: str | None = No
     if body.get("echo") or body.get("best_of") not in (None, 1) or body.get("suffix"):
         raise bad_request("echo, best_of and suffix are not supported", "echo")
     opts = _common_options(body, default_max_tokens, session)
+    grammar = pick_grammar(body, None, "")
+    if grammar:
+        opts["sampler"]["grammar"] = grammar
     stream = get_bool(body, "stream")
     so = body.get("stream_options")
     usage = bool(isinstance(so, Mapping) and so.get("include_usage")) and stream

@@ -95,6 +95,13 @@ class _Builder:
         self.used: set[str] = set()
         self.refs: dict[str, str] = {}
 
+    def grammar(self, root: str) -> str:
+        """The whole grammar: ``root``, the rules made on the way, the shared rules used."""
+        lines = [f"root ::= {root}"]
+        lines += [f"{name} ::= {body}" for name, body in self.rules.items()]
+        lines += [f"{name} ::= {_BASE[name]}" for name in _BASE if name in self.used]
+        return "\n".join(lines) + "\n"
+
     def use(self, name: str) -> str:
         if name not in self.used:
             self.used.add(name)
@@ -228,11 +235,20 @@ class _Builder:
 def schema_to_gbnf(schema: Mapping[str, Any] | bool) -> str:
     """A GBNF grammar (root rule ``root``) whose sentences are JSON documents valid against ``schema``."""
     b = _Builder(schema if isinstance(schema, Mapping) else {})
-    root = b.expr(schema, "")
-    lines = [f"root ::= {root}"]
-    lines += [f"{name} ::= {body}" for name, body in b.rules.items()]
-    lines += [f"{name} ::= {_BASE[name]}" for name in _BASE if name in b.used]
-    return "\n".join(lines) + "\n"
+    return b.grammar(b.expr(schema, ""))
+
+
+def tool_call_gbnf(tools: list[Mapping[str, Any]], start: str = "<tool_call>", end: str = "</tool_call>") -> str:
+    """A reply that is exactly one call of one of ``tools`` (``{name, parameters}`` specs), between the markers:
+    ``<tool_call>{"name": "...", "arguments": {...}}</tool_call>``.  What ``tool_choice`` = required (or a
+    named tool) asks for: the model may still pick the arguments, never skip the call."""
+    calls = [{"type": "object", "required": ["name", "arguments"],
+              "properties": {"name": {"const": t["name"]},
+                             "arguments": t.get("parameters") or {"type": "object"}}} for t in tools]
+    if not calls:
+        raise SchemaError("tools", "no tool to call")
+    b = _Builder({})
+    return b.grammar(f"{literal(start)} {b.expr({'anyOf': calls}, 'tools')} {literal(end)}")
 
 
 def json_object_gbnf() -> str:
@@ -240,4 +256,4 @@ def json_object_gbnf() -> str:
     return schema_to_gbnf({"type": "object"})
 
 
-__all__ = ["SchemaError", "json_literal", "json_object_gbnf", "literal", "schema_to_gbnf"]
+__all__ = ["SchemaError", "json_literal", "json_object_gbnf", "literal", "schema_to_gbnf", "tool_call_gbnf"]
