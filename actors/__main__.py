@@ -385,7 +385,7 @@ def _meta_ask(system: System, msg: Any, timeout: float = 60.0) -> Any:
 
     reply = runtime.ask(system.asys, system.tree.meta, msg, timeout)
     if isinstance(reply, cm.ErrorReply):
-        raise CliError(f"cache: {reply.error}")
+        raise CliError(f"cache: {reply}")
     return reply
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from actors.cache import messages as cm
+from actors.errors import ReasonError
 from actors.model import messages as mm
 from actors.obs import ObsRecord, ObsTable
 from actors.supervisor import messages as sm
@@ -50,13 +51,11 @@ _SAMPLER_FIELDS = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty
 DEFAULT_TIMEOUT = 300.0
 
 
-class ModelError(RuntimeError):
-    """A request failed; ``reason`` is machine-readable (see ``actors.model.messages.ErrorReply``)."""
+class ModelError(ReasonError, RuntimeError):
+    """A request failed; ``reason`` is machine-readable (see ``actors.errors.ErrorReply``)."""
 
     def __init__(self, reason: str, detail: str = "", req_id: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.req_id = req_id
 
 

@@ -38,6 +38,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actors.errors import ConfigError
 from actors.secret import Secret
 
 if TYPE_CHECKING:
@@ -56,18 +57,6 @@ _UNITS = {
     "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
 }
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
-
-
-class ConfigError(ValueError):
-    """A configuration value was rejected; ``key`` is its path (``models[1].context.n_ctx``).
-
-    ``str()`` is one line, ``<key>: <reason>``, meant to be shown to a person as is.
-    """
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}" if key else reason)
-        self.key = key
-        self.reason = reason
 
 
 # --------------------------------------------------------------------------- result types
@@ -359,7 +348,6 @@ def _tier_dir(v: Any, key: str, base: Path | None) -> TierDir:
 
 
 def _cache(v: Any, base: Path | None) -> CacheSettings:
-    from actors.cache.config import ConfigError as CacheConfigError
 
     t = _table(v, "cache")
     _keys(t, ("run_dir", "ram", "ram_file", "disk", "default_tier", "policy", *_CACHE_OPTIONS), "cache")
@@ -389,8 +377,8 @@ def _cache(v: Any, base: Path | None) -> CacheSettings:
     settings = CacheSettings(run_dir, ram, ram_file, disk, default_tier, options, policy)
     try:  # the cache's own cross-field rules (policy relations, ...), without creating anything
         dataclasses.replace(settings, run_dir=settings.run_dir or "/nonexistent/validation").to_cache_config()
-    except CacheConfigError as e:
-        raise ConfigError(f"cache.{e.field}", e.reason) from None
+    except ConfigError as e:  # the cache names its own key; the file's path for it starts with cache.
+        raise ConfigError(f"cache.{e.key}", e.text) from None
     return settings
 
 

@@ -39,7 +39,7 @@ def meta(system: System, msg: Any) -> Any:
     """One request/reply with the cache's meta actor (the address comes with the tree's info)."""
     reply = runtime.ask(system.asys, system.tree.meta, msg, 30.0)
     if isinstance(reply, cm.ErrorReply):
-        raise RuntimeError(reply.error)
+        raise RuntimeError(str(reply))
     return reply
 
 

@@ -16,15 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from actors.errors import ReasonError
 from actors.model import messages as mm
 from actors.model.errors import LlamaError
 
 
-class AdapterError(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class AdapterError(ReasonError):
+    """A LoRA adapter command was refused (``no_such_adapter``, ``adapter_busy``, ...)."""
 
 
 @dataclass

@@ -35,6 +35,7 @@ from typing import Any
 from actors.cache.client import EXACT
 from actors.cache.kvc import RowMeta
 from actors.cache.policy import SavePolicy, cold_save_length, continued_save_length, should_save
+from actors.errors import ReasonError
 from actors.model import messages as mm
 from actors.model import speculative
 from actors.model.adapters import AdapterError, AdapterSet
@@ -58,13 +59,8 @@ from actors.model.stream import Markers, Span
 Emit = Callable[[Any, Any], None]
 
 
-class RequestError(Exception):
+class RequestError(ReasonError):
     """A request rejected before admission; becomes ``ErrorReply(reason, detail)``."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from actors.errors import ReasonError
 
-class LlamaError(Exception):
+
+class LlamaError(ReasonError):
     """Base of every error raised by the binding; `reason` is machine-readable."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 class OptionError(LlamaError, ValueError):

@@ -27,6 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.errors import ErrorReply
+
+__all__ = ["ErrorReply"]  # the one error reply (actors.errors), re-exported: every actor answers with it
+
 Prompt = str | tuple[int, ...] | list[int]
 
 # --------------------------------------------------------------------------- options
@@ -357,17 +361,6 @@ class ToolCallEnd:
 class Done:
     req_id: str
     result: Completion
-
-
-@dataclass(frozen=True)
-class ErrorReply:
-    """``reason`` is machine-readable (``model_crashed``, ``no_such_model``,
-    ``sticky_busy``, ``no_session``, ``session_pool_full``, ``context_overflow``,
-    ``bad_option``, ``bad_request``, ``internal_error``, ...)."""
-
-    req_id: str
-    reason: str
-    detail: str = ""
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ class CacheSupervisor(Supervisor):
             if msg.req_id == "pressure-start":
                 self.send(self.parent, sm.CacheReady(self.children.get("meta")))
         elif isinstance(msg, cm.ErrorReply):
-            self.send(self.parent, sm.TreeFailed("cache", f"cache start failed: {msg.error}"))
+            self.send(self.parent, sm.TreeFailed("cache", f"cache start failed: {msg}"))
 
     def init_for(self, spec: ChildSpec) -> Any:
         if spec.id == "meta":
