@@ -521,8 +521,8 @@ def _describe(e: BaseException, a: argparse.Namespace) -> str:
 
     text = str(e) or type(e).__name__
     config = getattr(a, "config", None)
-    if isinstance(e, ConfigError) and config and config not in text:
-        return f"{config}: {text}"
+    if isinstance(e, ConfigError):  # its text already names the key, for a person; no reason prefix
+        return f"{config}: {text}" if config and config not in text else text
     reason = getattr(e, "reason", None)
     if isinstance(reason, str) and not text.startswith(reason):
         text = f"{reason}: {text}"
