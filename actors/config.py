@@ -292,8 +292,11 @@ def _node(v: Any, base: Path | None, env: Mapping[str, str]) -> NodeSettings:
     port = None
     if "admin_port" in t:
         port = _int(t["admin_port"], "node.admin_port", 1, 65535)
-        if port == 1900:
-            raise ConfigError("node.admin_port", "1900 is thespian's default (and SSDP's); pick another port")
+        from actors.supervisor.runtime import port_refusal
+
+        refusal = port_refusal(port)
+        if refusal is not None:
+            raise ConfigError("node.admin_port", refusal)
     sources = [k for k in ("thinking_key", "thinking_key_file", "thinking_key_env") if k in t]
     if len(sources) > 1:
         raise ConfigError(f"node.{sources[1]}", f"give only one of thinking_key, thinking_key_file, "

@@ -1,4 +1,9 @@
-"""Starting, attaching to and stopping the actor system, loopback only.
+"""The one bootstrap: starting, attaching to and stopping an actor system, loopback only.
+
+Every way to get a system goes through here: ``actors.api.System`` (a whole
+supervision tree), ``actors.system.start_system`` (a bare system for your own
+actors) and the CLI. The daemon itself (``python -m actors.supervisor.serve``)
+lives in ``serve.py``; this module never imports the client (``actors.api``).
 
 Facts this module is built around (thespian 4.0.1, ``multiprocTCPBase``):
 
@@ -17,25 +22,24 @@ Facts this module is built around (thespian 4.0.1, ``multiprocTCPBase``):
   decode hangs on its first parallel region.  Thespian forks the admin
   from the process that creates the system, so :func:`start` runs the
   admin's parent in a new interpreter (``python -m
-  actors.supervisor.runtime serve``) and the caller attaches to it.
-  That is also the daemon mode: other shells attach by port.
-* **Explicit admin port.** Never 1900 (thespian's default, also SSDP).
+  actors.supervisor.serve``) and the caller attaches to it. That is also
+  the daemon mode: other shells attach by port. The new interpreter gets
+  the caller's own import path, so actor classes from the caller's
+  modules can be created in the system.
+* **Explicit admin port.** Never 1900 (thespian's default, also SSDP):
+  :func:`check_port` is the one guard.
 * **No process left behind.** The admin daemonises (``setsid``) and
   outlives its starter; :func:`stop` shuts the tree down gracefully
   (sessions saved), shuts thespian down, then checks by the admin's
   session id that nothing survived, and kills (by pid) and reports
   anything that did.
 
-CLI (daemon mode)::
-
-    python -m actors.supervisor.runtime serve --port 7700 [--cache-dir DIR] [--multi-host]
-    python -m actors.supervisor.runtime status --port 7700
-    python -m actors.supervisor.runtime stop --port 7700
+Daemon mode: ``python -m actors serve`` (or ``python -m actors.supervisor.serve
+--port 7700``), then ``python -m actors status|stop --port 7700`` from any shell.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -44,10 +48,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +60,12 @@ import psutil
 LOOPBACK = "127.0.0.1"
 SYSTEM_BASE = "multiprocTCPBase"
 ROOT_NAME = "llama-actors-root"
+THESPIAN_DEFAULT_PORT = 1900
 _PATCH_FLAG = "_llama_actors_loopback"
 
 
 class RuntimeStartError(RuntimeError):
-    pass
+    """The system could not be started or attached to (the text says why)."""
 
 
 class LeftoverProcesses(RuntimeError):
@@ -100,6 +105,20 @@ def enforce_loopback(multi_host: bool = False) -> None:
     cls.__init__ = __init__  # type: ignore[method-assign]
 
 
+def port_refusal(port: int) -> str | None:
+    """Why ``port`` must not be an admin port, or None when it may (the one rule, also used by the config)."""
+    if port == THESPIAN_DEFAULT_PORT:
+        return f"{port} is thespian's default admin port (and SSDP's); pick another port"
+    return None
+
+
+def check_port(port: int) -> None:
+    """Refuse an admin port that :func:`port_refusal` rejects (RuntimeStartError)."""
+    reason = port_refusal(port)
+    if reason is not None:
+        raise RuntimeStartError(f"refusing admin port {port}: {reason}")
+
+
 def free_port() -> int:
     """A currently free loopback TCP port (racy by nature; start() retries)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -112,6 +131,16 @@ def listener_pid(port: int) -> int | None:
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
             return int(conn.pid)
     return None
+
+
+def wait_listener(port: int, timeout: float) -> int | None:
+    """The pid listening on ``port`` once one does (the admin coming up), or None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = listener_pid(port)
+        if pid is not None or time.monotonic() > deadline:
+            return pid
+        time.sleep(0.02)
 
 
 def alive(pids: Iterable[int]) -> list[int]:
@@ -137,6 +166,18 @@ def session_members(sid: int) -> list[int]:
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return out
+
+
+def admin_session(admin_pid: int | None) -> int | None:
+    """The session id of the admin's daemonised session, or None when unknown or when it is our own
+    (a leftover sweep must never reach the caller's own session)."""
+    if admin_pid is None:
+        return None
+    try:
+        sid = os.getsid(admin_pid)
+    except ProcessLookupError:
+        return None
+    return None if sid == os.getsid(0) else sid
 
 
 def tree_pids(admin_pid: int) -> list[int]:
@@ -168,8 +209,7 @@ def listening_sockets(pids: list[int]) -> list[tuple[int, str, int]]:
 
 def attach_system(port: int, multi_host: bool = False) -> Any:
     """An external ``ActorSystem`` handle on the system whose admin listens on ``port``."""
-    if port == 1900:
-        raise RuntimeStartError("refusing thespian's default admin port 1900; pick an explicit port")
+    check_port(port)
     enforce_loopback(multi_host)
     from thespian.actors import ActorSystem
 
@@ -178,16 +218,31 @@ def attach_system(port: int, multi_host: bool = False) -> Any:
     return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
 
 
+def detach(asys: Any) -> None:
+    """Close this process's own endpoint of an attached system (the system itself keeps running)."""
+    with contextlib.suppress(Exception):
+        asys._systemBase.transport.close()
+
+
 def ask(asys: Any, addr: Any, msg: Any, timeout: float) -> Any:
-    """Ask through a private context and return the reply with the same req_id (TimeoutError if none)."""
+    """Send ``msg`` through a private context and return the reply with the same ``req_id``.
+
+    ``ActorSystem.ask`` returns whatever reaches the asking context first, so
+    replies to other requests are skipped. A message with an empty ``req_id``
+    gets a fresh one; a message without the field takes the first reply.
+    Raises TimeoutError rather than hanging or returning None.
+    """
     req_id = getattr(msg, "req_id", None)
+    if req_id == "":
+        req_id = uuid.uuid4().hex
+        msg = replace(msg, req_id=req_id)
     deadline = time.monotonic() + timeout
     with asys.private() as ctx:
         reply = ctx.ask(addr, msg, timeout)
         while True:
             if reply is None:
                 raise TimeoutError(f"no reply to {type(msg).__name__} within {timeout}s")
-            if not req_id or getattr(reply, "req_id", None) == req_id:
+            if req_id is None or getattr(reply, "req_id", None) == req_id:
                 return reply
             left = deadline - time.monotonic()
             if left <= 0:
@@ -215,12 +270,26 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
-def start(port: int | None = None, cache_config: Any = None, multi_host: bool = False, timeout: float = 60.0,
-          log_path: str | None = None, *, thinking_key: Any = None, pressure: dict[str, Any] | None = None) -> Started:
-    """Start a new actor system + supervision tree in a fresh ``serve`` process and wait until it is ready.
+def _import_path() -> str:
+    """PYTHONPATH for the serve process: the package root, then the caller's own entries
+    (its script's folder, test folders, PYTHONPATH), so actors defined there can be created."""
+    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    own = [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)
+           and not any(os.path.realpath(p).startswith(root + os.sep) for root in installed)]
+    return os.pathsep.join(dict.fromkeys([_package_root(), *own]))
 
-    ``thinking_key`` (``actors.secret.Secret``) and ``pressure`` (PressureStart fields) travel
-    with the cache configuration in a private temporary file, never on the command line.
+
+def start(port: int | None = None, cache_config: Any = None, multi_host: bool = False, timeout: float = 60.0,
+          log_path: str | None = None, *, thinking_key: Any = None, pressure: dict[str, Any] | None = None,
+          cores: int | None = None, tree: bool = True) -> Started:
+    """Start a new actor system in a fresh ``serve`` process and wait until it is ready.
+
+    ``tree=True``: with the supervision tree (root, registry, cache, model supervisor);
+    ``tree=False``: a bare system for the caller's own actors (``actors.system``).
+    The node options ``thinking_key`` (``actors.secret.Secret``), ``pressure`` (PressureStart
+    fields) and ``cores`` (the node's core budget) are ``TreeStart`` fields; they travel with the
+    cache configuration in a private temporary file, never on the command line (an option left
+    at None is not sent, so the tree's own default applies).
     """
     import pickle
     import tempfile
@@ -229,21 +298,23 @@ def start(port: int | None = None, cache_config: Any = None, multi_host: bool = 
     last = ""
     for _ in range(attempts):
         p = free_port() if port is None else port
-        if p == 1900:
-            raise RuntimeStartError("refusing thespian's default admin port 1900; pick an explicit port")
+        check_port(p)
         env = dict(os.environ)
-        root = _package_root()
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = _import_path()
         if not multi_host:
             env["THESPIAN_BASE_IPADDR"] = LOOPBACK
-        args = [sys.executable, "-m", "actors.supervisor.runtime", "serve", "--port", str(p), "--ready-stdout"]
+        args = [sys.executable, "-m", "actors.supervisor.serve", "--port", str(p), "--ready-stdout"]
         if multi_host:
             args.append("--multi-host")
+        if not tree:
+            args.append("--bare")
         cfg_file = None
-        if cache_config is not None or thinking_key is not None or pressure:
+        options = {k: v for k, v in (("thinking_key", thinking_key), ("pressure", pressure or None),
+                                     ("cores", cores)) if v is not None}
+        if cache_config is not None or options:
             fd, cfg_file = tempfile.mkstemp(prefix="llama-actors-node-", suffix=".pickle")  # mode 0600
             with os.fdopen(fd, "wb") as f:
-                pickle.dump({"cache_config": cache_config, "thinking_key": thinking_key, "pressure": pressure}, f)
+                pickle.dump({"cache_config": cache_config, "tree_options": options}, f)
             args += ["--node-pickle", cfg_file]
         if log_path:
             args += ["--log", log_path]
@@ -306,18 +377,17 @@ def graceful_stop(asys: Any, timeout: float = 30.0) -> None:
 
 
 def stop(port: int, serve: subprocess.Popen[bytes] | None = None, admin_pid: int | None = None,
-         graceful: bool = True, timeout: float = 30.0) -> None:
-    """Stop the system on ``port`` and prove no process of it is left (LeftoverProcesses otherwise)."""
+         graceful: bool = True, timeout: float = 30.0, asys: Any = None) -> None:
+    """Stop the system on ``port`` and prove no process of it is left (LeftoverProcesses otherwise).
+
+    ``graceful``: ask the tree to stop first (sessions saved); a bare system has no tree to ask.
+    ``asys``: an attached handle to shut down with (default: attach anew).
+    """
     admin_pid = admin_pid or listener_pid(port)
-    sid = None
-    if admin_pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            sid = os.getsid(admin_pid)
-    if sid is not None and sid == os.getsid(0):
-        sid = None  # never sweep our own session
+    sid = admin_session(admin_pid)
     try:
         if admin_pid is not None:
-            asys = attach_system(port)
+            asys = asys if asys is not None else attach_system(port)
             if graceful:
                 with contextlib.suppress(Exception):
                     graceful_stop(asys, timeout)
@@ -350,158 +420,3 @@ def _wait_gone(sid: int | None, timeout: float) -> list[int]:
         time.sleep(0.05)
 
 
-# --------------------------------------------------------------------------- serve (the daemon)
-
-
-def serve(port: int, cache_config: Any = None, multi_host: bool = False, ready_fd: int | None = None,
-          remove_run_dir: bool = False, thinking_key: Any = None, pressure: dict[str, Any] | None = None) -> int:
-    """Run the system in this (fresh) process until SIGTERM/SIGINT or until the admin dies.
-
-    ``remove_run_dir``: the cache's run directory (staging, counters, snapshots) was made for
-    this run only; delete it on the way out.
-    """
-    try:
-        return _serve(port, cache_config, multi_host, ready_fd, thinking_key, pressure)
-    finally:
-        if remove_run_dir and cache_config is not None:
-            import shutil
-
-            shutil.rmtree(cache_config.run_dir, ignore_errors=True)
-
-
-def _serve(port: int, cache_config: Any, multi_host: bool, ready_fd: int | None, thinking_key: Any = None,
-           pressure: dict[str, Any] | None = None) -> int:
-    from actors.cache.config import CacheConfig
-    from actors.obs import ObsTable, obs_path
-    from actors.supervisor import messages as sm
-
-    def report(line: str) -> None:
-        if ready_fd is not None:
-            os.write(ready_fd, (line + "\n").encode())
-        else:
-            print(line, flush=True)
-
-    enforce_loopback(multi_host)
-    if port == 1900:
-        report("ERROR refusing thespian's default admin port 1900")
-        return 2
-    if listener_pid(port) is not None:
-        report(f"ERROR port_in_use {port}")
-        return 2
-    from thespian.actors import ActorSystem
-
-    config = cache_config or CacheConfig.create()
-    obs = ObsTable(obs_path(port), create=True)
-    obs.close()
-    try:
-        asys = ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
-    except Exception as e:
-        report(f"ERROR port_in_use {e!r}" if "in use" in str(e).lower() else f"ERROR {e!r}")
-        return 2
-    admin_pid = None
-    deadline = time.monotonic() + 10
-    while admin_pid is None and time.monotonic() < deadline:
-        admin_pid = listener_pid(port)
-        if admin_pid is None:
-            time.sleep(0.02)
-    try:
-        root = find_root(asys)
-        ready = ask(asys, root, sm.TreeStart(req_id="start", cache_config=config, admin_port=port,
-                                              obs_path=obs_path(port), pressure=pressure or None,
-                                              thinking_key=thinking_key), 60.0)
-        if isinstance(ready, sm.TreeFailed):
-            raise RuntimeStartError(ready.detail)
-    except Exception as e:
-        report(f"ERROR {e!r}")
-        with contextlib.suppress(Exception):
-            asys.shutdown()
-        return 1
-    report("READY " + json.dumps({"port": port, "admin_pid": admin_pid, "pid": os.getpid(),
-                                  "run_dir": config.run_dir, "obs_path": obs_path(port)}))
-    if ready_fd is not None:
-        os.close(ready_fd)
-    stop_evt = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop_evt.set())
-    while not stop_evt.wait(0.5):
-        if admin_pid is not None and not psutil.pid_exists(admin_pid):
-            return 0  # stopped from elsewhere
-    if admin_pid is not None and not psutil.pid_exists(admin_pid):
-        return 0  # a client already shut it down and then signalled us
-    with contextlib.suppress(Exception):
-        graceful_stop(asys, 30.0)
-    with contextlib.suppress(Exception):
-        asys.shutdown()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(obs_path(port))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m actors.supervisor.runtime")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="run an actor system in the foreground")
-    s.add_argument("--port", type=int, required=True)
-    s.add_argument("--cache-dir", help="disk tier directory (default: ram tier only)")
-    s.add_argument("--node-pickle", help=argparse.SUPPRESS)
-    s.add_argument("--multi-host", action="store_true", help="listen on all interfaces (trusted networks only)")
-    s.add_argument("--ready-stdout", action="store_true", help=argparse.SUPPRESS)
-    s.add_argument("--log", help="file for thespian and actor output (default: the run directory)")
-    st = sub.add_parser("status", help="print the models of a running system")
-    st.add_argument("--port", type=int, required=True)
-    sp = sub.add_parser("stop", help="stop a running system gracefully")
-    sp.add_argument("--port", type=int, required=True)
-    a = ap.parse_args(argv)
-    if a.cmd == "serve":
-        return _serve_cli(a)
-    if a.cmd == "status":
-        from actors.api import System
-
-        with System.attach(a.port) as system:
-            print(json.dumps({"models": system.models(), "obs": [r.__dict__ for r in system.observe_all()]},
-                             default=str, indent=2))
-        return 0
-    stop(a.port)
-    return 0
-
-
-def _serve_cli(a: argparse.Namespace) -> int:
-    import pickle
-
-    from actors.cache.config import CacheConfig
-
-    config = None
-    temporary = False
-    node: dict[str, Any] = {}
-    if a.node_pickle:
-        with open(a.node_pickle, "rb") as f:
-            node = pickle.load(f)  # written by start() in this user's temp dir, mode 0600
-        config = node.get("cache_config")
-    if config is not None:
-        pass
-    elif a.cache_dir:
-        config = CacheConfig.create(disk=(a.cache_dir, 8 << 30), default_tier="ram")
-    else:
-        config = CacheConfig.create()
-        temporary = True
-    ready_fd = None
-    if a.ready_stdout:
-        # Keep the pipe for the READY line only; everything else (and every
-        # forked actor's stdout/stderr) goes to the log file.
-        ready_fd = os.dup(1)
-    log = a.log or os.path.join(config.run_dir, f"serve-{a.port}.log")
-    if temporary and not a.log:
-        log = os.devnull
-    if log != os.devnull:
-        os.makedirs(os.path.dirname(log), exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    if a.ready_stdout:
-        os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    return serve(a.port, config, a.multi_host, ready_fd, remove_run_dir=temporary,
-                 thinking_key=node.get("thinking_key"), pressure=node.get("pressure"))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

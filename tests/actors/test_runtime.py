@@ -62,7 +62,7 @@ def test_daemon_other_shells_attach_and_stop(tmp_path: Path) -> None:
     cfg_file = tmp_path / "node.pickle"
     cfg_file.write_bytes(pickle.dumps({"cache_config": cache_config(tmp_path)}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    serve = subprocess.Popen([sys.executable, "-m", "actors.supervisor.runtime", "serve", "--port", str(port),
+    serve = subprocess.Popen([sys.executable, "-m", "actors.supervisor.serve", "--port", str(port),
                               "--node-pickle", str(cfg_file), "--log", str(tmp_path / "serve.log")],
                              env=env, cwd=ROOT, start_new_session=True)
     pids: list[int] = []
@@ -96,7 +96,7 @@ def test_daemon_other_shells_attach_and_stop(tmp_path: Path) -> None:
         got = json.loads(out.stdout.strip().splitlines()[-1])
         assert len(got["reply"]) == 4 and got["phase"] == "idle" and got["hit"]["kind"] == "cold"
         assert got["depth"] == 0
-        stop = subprocess.run([sys.executable, "-m", "actors.supervisor.runtime", "stop", "--port", str(port)],
+        stop = subprocess.run([sys.executable, "-m", "actors", "stop", "--port", str(port)],
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert stop.returncode == 0, stop.stderr
         serve.wait(30)
@@ -109,3 +109,13 @@ def test_daemon_other_shells_attach_and_stop(tmp_path: Path) -> None:
     assert not alive(pids)
     assert runtime.listener_pid(port) is None
     assert not psutil.pid_exists(serve.pid) or psutil.Process(serve.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_bootstrap_never_imports_the_client() -> None:
+    """One bootstrap, no import circle: runtime and the serve entry stand without actors.api."""
+    script = ("import sys, actors.supervisor.runtime, actors.supervisor.serve, actors.system; "
+              "print(sorted(m for m in sys.modules if m == 'actors.api' or m.startswith('actors.http')))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
