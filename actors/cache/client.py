@@ -143,6 +143,7 @@ class CacheClient:
                 behind.name, behind.path or "", QueueLimits(config.write_behind_queue, config.write_behind_bytes),
                 send if send_threadsafe else None, self.counters, self.client_id,
                 ttl_s=config.reservation_ttl_s, fsync=config.fsync, nice=config.write_behind_nice,
+                hook=_gate(config.write_behind_gate) if config.write_behind_gate else None,
             )
         self._send(m.Subscribe(self.client_id, os.getpid()))
 
@@ -609,6 +610,16 @@ class CacheClient:
             self.ram.clear()
         self._rows.clear()
         self._prefix = PrefixIndex(self.config.max_candidates)
+
+
+def _gate(path: str) -> Callable[[bytes], None]:
+    """``write_behind_gate``: a writer slowed from outside the process (tests of "never blocks")."""
+
+    def wait(_key: bytes) -> None:
+        while os.path.exists(path):
+            time.sleep(0.01)
+
+    return wait
 
 
 __all__ = ["FILE_TIERS", "CacheClient", "CacheError", "Hit", "Loaded", "SaveResult"]

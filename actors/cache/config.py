@@ -55,6 +55,7 @@ class CacheConfig:
     write_behind_bytes: int = 512 << 20
     write_behind_nice: int = 10
     spill_budget_s: float = 5.0
+    write_behind_gate: str | None = None  # test hook: while this file exists, the writer thread waits
     fsync: bool = True
     max_candidates: int = 8
     policy: SavePolicy = field(default_factory=SavePolicy)
