@@ -242,9 +242,11 @@ class System:
 
     def __init__(self, port: int | None = None, *, cache: Any = None, attach: bool = False, multi_host: bool = False,
                  start_timeout: float = 60.0, log_path: str | None = None, thinking_key: bytes | str | None = None,
-                 pressure: dict[str, Any] | None = None) -> None:
+                 pressure: dict[str, Any] | None = None, cores: int | None = None) -> None:
         """``thinking_key``: the node-wide HMAC key that signs thinking blocks (none: empty signatures);
-        ``pressure``: memory-pressure settings (``source``, ``high``, ``low``, ``interval_s``, ``tiers``)."""
+        ``pressure``: memory-pressure settings (``source``, ``high``, ``low``, ``interval_s``, ``tiers``);
+        ``cores``: the node's core budget, shared among the models' llama.cpp threads (default: every
+        core this process may run on; see ``actors.supervisor.cores``)."""
         from actors.secret import as_key
 
         self._started: runtime.Started | None = None
@@ -253,7 +255,7 @@ class System:
                 raise ValueError("attach needs the admin port")
         else:
             self._started = runtime.start(port, cache, multi_host, start_timeout, log_path,
-                                          thinking_key=as_key(thinking_key), pressure=pressure)
+                                          thinking_key=as_key(thinking_key), pressure=pressure, cores=cores)
             port = self._started.port
         assert port is not None
         self.port = port
@@ -482,6 +484,8 @@ class System:
             "fingerprint": st.get("fingerprint") or info.get("fingerprint"), "n_seq_max": slots.get("n_seq_max"),
             "free_sequences": len(slots.get("free", [])), "adapters": st.get("adapters", []),
             "memory": info.get("memory"), "path": info.get("path"),
+            # the node's share (asked, node_cores) and what the model's llama.cpp context runs with now
+            "threads": {**(entry.get("threads") or {}), **(st.get("threads") or {})} or None,
         }
 
     def list_cached_prefixes(self, model: str, tokens: str | Sequence[int]) -> dict[str, Any]:

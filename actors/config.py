@@ -71,6 +71,8 @@ class NodeSettings:
     log: str | None = None
     # Wrapped so that printing the config (or a traceback holding it) never shows the key.
     thinking_key: Secret | None = None
+    # The node's core budget for llama.cpp threads (None: every core it may run on), shared among its models.
+    cores: int | None = None
 
 
 @dataclass(frozen=True)
@@ -288,7 +290,8 @@ def parse_bytes(v: Any, key: str = "bytes") -> int:
 
 def _node(v: Any, base: Path | None, env: Mapping[str, str]) -> NodeSettings:
     t = _table(v, "node")
-    _keys(t, ("admin_port", "multi_host", "log", "thinking_key", "thinking_key_file", "thinking_key_env"), "node")
+    _keys(t, ("admin_port", "multi_host", "log", "thinking_key", "thinking_key_file", "thinking_key_env", "cores"),
+          "node")
     port = None
     if "admin_port" in t:
         port = _int(t["admin_port"], "node.admin_port", 1, 65535)
@@ -323,6 +326,7 @@ def _node(v: Any, base: Path | None, env: Mapping[str, str]) -> NodeSettings:
         multi_host=_bool(t.get("multi_host", False), "node.multi_host"),
         log=_path(t["log"], "node.log", base) if "log" in t else None,
         thinking_key=Secret(key) if key else None,
+        cores=_int(t["cores"], "node.cores", 1, 4096) if "cores" in t else None,
     )
 
 
@@ -612,6 +616,7 @@ def system_kwargs(config: Config, port: int | None = None) -> dict[str, Any]:
         "log_path": node.log,
         "thinking_key": node.thinking_key,
         "pressure": config.pressure.to_kwargs() if config.pressure is not None else None,
+        "cores": node.cores,
     }
 
 

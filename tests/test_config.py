@@ -172,8 +172,16 @@ tool_call_markers = { start = "<tool_call>", end = "</tool_call>", payload_start
 def test_defaults_leave_the_runtime_defaults_alone() -> None:
     kw = system_kwargs(parse_config({}))
     assert kw == {"port": None, "cache": None, "multi_host": False, "log_path": None, "thinking_key": None,
-                  "pressure": None}
+                  "pressure": None, "cores": None}
     assert system_kwargs(parse_config({}), port=7788)["port"] == 7788
+
+
+def test_node_cores_is_the_core_budget() -> None:
+    assert system_kwargs(parse_config({"node": {"cores": 3}}))["cores"] == 3
+    for bad in (0, -1, "2", True):
+        with pytest.raises(ConfigError) as e:
+            parse_config({"node": {"cores": bad}})
+        assert e.value.key == "node.cores"
 
 
 def test_each_start_gets_a_fresh_run_dir_unless_one_is_set() -> None:

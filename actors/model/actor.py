@@ -104,7 +104,11 @@ class ModelActor(Actor):
             pass
 
     def _status(self) -> dict[str, Any]:
-        base: dict[str, Any] = {"state": self.state, "pid": os.getpid(), "threads": dict(self.threads)}
+        threads: dict[str, int] = dict(self.threads)
+        tuner = getattr(getattr(self.engine, "backend", None), "tuner", None)
+        if threads and tuner is not None:
+            threads["in_use"] = tuner.current  # within the share, chosen by decode step times (model/threads.py)
+        base: dict[str, Any] = {"state": self.state, "pid": os.getpid(), "threads": threads}
         if self.engine is not None:
             base.update(self.engine.status())
         if self.outbox is not None:

@@ -27,6 +27,7 @@ from actors.model.errors import InvalidInputError, LlamaError, OptionError, Stat
 from actors.model.llama import Decode, Prefill, StepResult
 from actors.model.options import parse_sampler_options
 from actors.model.stream import incomplete_utf8_tail
+from actors.model.threads import ThreadTuner
 
 
 class Backend(Protocol):
@@ -108,6 +109,9 @@ class LlamaBackend:
         self.ctx_hash = ctx_params_hash(self.ctx.options.layout())
         self._embed_ctx: Any = None
         self._context_opts = dict(context)
+        # The share of the node's cores (decode, prefill) and the count in use within it, chosen by step times.
+        self.share = (ci.n_threads, ci.n_threads_batch)
+        self.tuner = ThreadTuner(max(ci.n_threads, ci.n_threads_batch))
 
     def info(self) -> dict[str, Any]:
         from actors.model.llama import type_name
@@ -115,7 +119,8 @@ class LlamaBackend:
         mi, ci = self.model.info, self.ctx.info
         return {"backend": "llama", "path": mi.path, "description": mi.description, "n_params": mi.n_params,
                 "n_vocab": mi.n_vocab, "n_ctx": ci.n_ctx, "n_ctx_seq": ci.n_ctx_seq, "n_batch": ci.n_batch,
-                "n_seq_max": ci.n_seq_max, "n_threads": ci.n_threads, "fingerprint": self.fingerprint.hex(),
+                "n_seq_max": ci.n_seq_max, "n_threads": ci.n_threads, "n_threads_batch": ci.n_threads_batch,
+                "fingerprint": self.fingerprint.hex(),
                 "base_fingerprint": self.model.fingerprint.hex(), "quant": mi.description.split()[-1],
                 "ftype": mi.ftype, "kv_type": type_name(self.ctx.options.type_k),
                 "memory": self.memory_estimate()}
@@ -164,7 +169,9 @@ class LlamaBackend:
     def embed(self, tokens: Sequence[int]) -> list[float]:
         if self._embed_ctx is None:
             n_ctx = min(int(self._context_opts.get("n_ctx", 2048) or 2048), 2048)
-            self._embed_ctx = self.model.new_context(n_ctx=n_ctx, n_batch=n_ctx, embeddings=True, pooling="mean")
+            ci = self.ctx.info  # the embeddings context stays within this model's share of the node's cores
+            self._embed_ctx = self.model.new_context(n_ctx=n_ctx, n_batch=n_ctx, embeddings=True, pooling="mean",
+                                                     n_threads=ci.n_threads, n_threads_batch=ci.n_threads_batch)
         self._embed_ctx.seq_clear(0)
         return self._embed_ctx.embed(tokens)
 
@@ -178,7 +185,17 @@ class LlamaBackend:
         sampler.accept(token)
 
     def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]:
-        return self.ctx.step(rows)
+        if not rows or not all(isinstance(r, Decode) for r in rows):
+            return self.ctx.step(rows)
+        t = time.perf_counter()
+        out = self.ctx.step(rows)
+        n = self.tuner.observe(time.monotonic(), time.perf_counter() - t, len(rows))
+        if n is not None:
+            self._apply_threads(n)
+        return out
+
+    def _apply_threads(self, n: int) -> None:
+        self.ctx.set_threads(min(n, self.share[0]), min(n, self.share[1]))
 
     def sample(self, seq: int, sampler: Any) -> int | None:
         """Sample from the pending logits without a decode (the token is appended later by a prefill row)."""
@@ -198,6 +215,13 @@ class LlamaBackend:
 
     def close_adapter(self, adapter: Any) -> None:
         adapter.close()
+
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        """A new share of the node's cores, applied to the live contexts (llama_set_n_threads: no reload)."""
+        self.share = (n_threads, n_threads_batch)
+        self._apply_threads(self.tuner.reshare(max(n_threads, n_threads_batch), time.monotonic()))
+        if self._embed_ctx is not None:
+            self._embed_ctx.set_threads(n_threads, n_threads_batch)
 
     def vram(self) -> dict[str, Any]:
         from dataclasses import asdict

@@ -489,6 +489,18 @@ class StopModel:
 
 
 @dataclass(frozen=True)
+class SetThreads:
+    """Supervisor -> model actor: run llama.cpp with this many threads from the next step on.
+
+    The node's core budget (``actors.supervisor.cores``) changed, because a
+    model was loaded or unloaded beside this one; no restart needed.
+    """
+
+    n_threads: int
+    n_threads_batch: int
+
+
+@dataclass(frozen=True)
 class ModelStopped:
     model_id: str
     req_id: str

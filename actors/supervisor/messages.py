@@ -20,6 +20,7 @@ class TreeStart:
     obs_path: str | None = None
     pressure: dict[str, Any] | None = None  # PressureStart fields (source, high, low, interval_s, tiers)
     thinking_key: Any = None  # actors.secret.Secret | None: the node-wide HMAC key for thinking signatures
+    cores: int | None = None  # the node's core budget for llama.cpp threads (None: every core it may run on)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class ModelSupStart:
     obs_path: str | None
     registry: Any
     thinking_key: Any = None
+    cores: int | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,12 @@ Restart intensity is kept per model: past ``max_restarts`` within
 ``model_failed``; load it again to retry) while the other models keep
 serving.  A crash during the very first load is reported to the loader
 and not retried.
+
+Cores: the supervisor owns the node's core budget (``cores``, at most the
+cores this process may run on).  Every llama model is started with its
+share from :func:`actors.supervisor.cores.plan`, and when a load, unload or
+failure changes the shares, each live model whose share changed is told
+(``SetThreads``: llama_set_n_threads on its live context, no restart).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, PoisonMes
 
 from actors.cache import messages as cm
 from actors.model import messages as mm
+from actors.supervisor import cores
 from actors.supervisor import messages as sm
 from actors.supervisor.spec import RestartIntensity
 
@@ -55,6 +62,7 @@ class _Model:
     unloaders: list[tuple[str, Any]] = field(default_factory=list)
     last_exit: str = ""
     adapters: tuple[tuple[str, str, float], ...] = ()  # re-applied when the model restarts
+    threads: cores.ThreadShare | None = None  # its share of the node's cores (llama models only)
 
 
 class ModelSupervisor(Actor):
@@ -68,6 +76,7 @@ class ModelSupervisor(Actor):
         self.inflight: dict[str, tuple[str, Any]] = {}
         self.stop_all: tuple[Any, str] | None = None
         self.stopped_count = 0
+        self.cores = cores.node_cores()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -107,6 +116,7 @@ class ModelSupervisor(Actor):
             self.send(msg.reply_to or sender, mm.Value(msg.req_id, self._list()))
         elif isinstance(msg, sm.ModelSupStart):
             self.start, self.meta, self.registry = msg, msg.meta, msg.registry
+            self.cores = cores.budget(msg.cores)
             if msg.obs_path:
                 from actors.obs import ObsTable
 
@@ -159,7 +169,10 @@ class ModelSupervisor(Actor):
     def _init_msg(self, entry: _Model) -> mm.ModelInit:
         s = self.start
         assert s is not None
-        return mm.ModelInit(entry.model_id, entry.config, self.myAddress, self.meta, s.cache_config, s.admin_port,
+        config = entry.config
+        if entry.threads is not None:
+            config = replace(config, context=cores.with_share(config.context, entry.threads))
+        return mm.ModelInit(entry.model_id, config, self.myAddress, self.meta, s.cache_config, s.admin_port,
                             s.obs_path, entry.obs_slot, entry.restarts, s.thinking_key,
                             entry.adapters)
 
@@ -190,7 +203,19 @@ class ModelSupervisor(Actor):
         slot = old.obs_slot if old is not None else (self.obs.claim(mid) if self.obs is not None else -1)
         entry = _Model(mid, msg.config, None, slot, loader=(msg.req_id, reply_to))
         self.models[mid] = entry
+        self._rebalance()  # the others shrink first; the new model starts with its share
         self._spawn(entry)
+
+    def _rebalance(self) -> None:
+        """Share the node's cores among the live llama models; tell each whose share changed."""
+        live = [e for e in self.models.values()
+                if e.config.backend == "llama" and e.state not in ("failed", "stopping")]
+        plan = cores.plan(self.cores, [cores.ask_of(e.model_id, e.config.context) for e in live])
+        for e in live:
+            share = plan.shares[e.model_id]
+            if e.threads is not None and e.threads != share and e.addr is not None:
+                self.send(e.addr, mm.SetThreads(share.n_threads, share.n_threads_batch))
+            e.threads = share
 
     def _ready(self, msg: mm.ModelReady) -> None:
         entry = self.models.get(msg.model_id)
@@ -262,6 +287,7 @@ class ModelSupervisor(Actor):
 
     def _forget(self, entry: _Model) -> None:
         self.models.pop(entry.model_id, None)
+        self._rebalance()
         for rid, (mid, dest) in list(self.inflight.items()):
             if mid == entry.model_id:
                 del self.inflight[rid]
@@ -298,6 +324,7 @@ class ModelSupervisor(Actor):
             self.send(dest, mm.ErrorReply(req_id, "model_crashed", detail + " while loading"))
             entry.state = "failed"
             self._publish(entry)
+            self._rebalance()
             return
         if self.stop_all is not None:
             self._forget(entry)
@@ -305,6 +332,7 @@ class ModelSupervisor(Actor):
         if not entry.intensity.allow(time.monotonic()):
             entry.state = "failed"
             self._publish(entry)
+            self._rebalance()
             return
         entry.restarts += 1
         entry.state = "restarting"
@@ -317,5 +345,6 @@ class ModelSupervisor(Actor):
 
     def _list(self) -> list[dict[str, Any]]:
         return [{"model_id": e.model_id, "state": e.state, "pid": e.pid, "restarts": e.restarts,
-                 "backend": e.config.backend, "info": e.info, "last_exit": e.last_exit}
+                 "backend": e.config.backend, "info": e.info, "last_exit": e.last_exit,
+                 "threads": e.threads.as_dict() if e.threads is not None else None}
                 for e in self.models.values()]

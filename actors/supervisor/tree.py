@@ -170,7 +170,7 @@ class RootSupervisor(Supervisor):
             return sm.CacheSupStart(s.cache_config, s.pressure)
         if spec.id == "models":
             return sm.ModelSupStart(self.meta, s.cache_config, s.admin_port, s.obs_path, self.children.get("registry"),
-                                    s.thinking_key)
+                                    s.thinking_key, s.cores)
         return None
 
     def on_child_started(self, spec: ChildSpec, addr: Any, restarted: bool) -> None:

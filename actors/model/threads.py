@@ -1,0 +1,122 @@
+"""How many of its cores a model's llama.cpp context should use right now, from its own step times (pure).
+
+Why: llama.cpp's OpenMP workers spin at every graph barrier (libgomp's
+default wait policy spins for about 3 ms before it sleeps).  That is the
+fastest choice on quiet cores, and a collapse on shared ones: when another
+process takes one of the cores, every barrier waits for a worker the kernel
+has descheduled.  Measured on the bundled model, 2-core host, one process
+holding a core at 100%: 2 threads decode 0.4-1.1 tok/s, 1 thread 8-91 tok/s
+(it never waits at a barrier).  A passive wait policy avoids the collapse
+but costs a third of the quiet rate (107 vs 171 tok/s), on every host, all
+the time.  So the policy stays the fast one, and the thread count follows
+the host: each model runs between 1 and its share of the node's cores
+(``actors.supervisor.cores``) and moves by measurement.
+
+The tuner is fed every decode step's duration (per row count, since a step
+of four rows costs more than a step of one) and answers with a new thread
+count or None:
+
+* **collapse**: a window of steps whose median is ``slow_factor`` times the
+  best median seen at this count (and this row count) drops a thread at once;
+* **probe**: every ``probe_every_s`` it tries a neighbour count (one more
+  when it is below its share, else one fewer) for one window and keeps it
+  only when that window is at least ``gain`` faster; a probe step that
+  collapses ends the probe at once.  A failed probe doubles the interval
+  (up to ``max_probe_every_s``), a kept one resets it, so a quiet host pays
+  one window of the slower count now and then, and a busy one rarely
+  pays for a collapsed step.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ThreadTuner:
+    share: int  # the most threads this model may use (its share of the node's cores)
+    current: int = 0  # threads in use now (0: the share)
+    window: int = 8
+    slow_factor: float = 2.5
+    gain: float = 0.95
+    probe_every_s: float = 2.0
+    max_probe_every_s: float = 30.0
+    best: dict[tuple[int, int], float] = field(default_factory=dict)  # (threads, rows) -> best window median
+    _steps: list[float] = field(default_factory=list)
+    _rows: int = 0
+    _probe_from: int = 0  # the count a probe started from (0: no probe running)
+    _probe_ref: float = 0.0  # that count's last window median
+    _last: dict[tuple[int, int], float] = field(default_factory=dict)  # (threads, rows) -> last window median
+    _backoff: float = 0.0
+    _next_probe: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.share < 1:
+            raise ValueError(f"share must be >= 1, got {self.share}")
+        self.current = min(self.current or self.share, self.share)
+        self._backoff = self.probe_every_s
+
+    def reshare(self, share: int, now: float) -> int:
+        """The node gave this model a new share: run with all of it and measure again."""
+        if share < 1:
+            raise ValueError(f"share must be >= 1, got {share}")
+        self.share = share
+        self.current = share
+        self.best.clear()
+        self._last.clear()
+        self._end_window()
+        self._probe_from = 0
+        self._backoff = self.probe_every_s
+        self._next_probe = now + self._backoff
+        return self.current
+
+    def _end_window(self) -> None:
+        self._steps = []
+
+    def _set(self, n: int) -> int:
+        self.current = n
+        self._end_window()
+        return n
+
+    def observe(self, now: float, seconds: float, rows: int) -> int | None:
+        """One decode step of ``rows`` rows took ``seconds``; a new thread count, or None to keep this one."""
+        if rows != self._rows:
+            self._rows = rows
+            self._end_window()
+        if self._probe_from and self._probe_ref and seconds > self.slow_factor * self._probe_ref:
+            return self._probe_failed(now)  # one collapsed step is enough to end a probe
+        self._steps.append(seconds)
+        if len(self._steps) < self.window:
+            return None
+        med = statistics.median(self._steps)
+        key = (self.current, rows)
+        self._last[key] = med
+        best = self.best.get(key)
+        self.best[key] = med if best is None else min(best, med)
+        self._end_window()
+        if self._probe_from:
+            if med <= self.gain * self._probe_ref:  # the neighbour is faster: stay
+                self._probe_from = 0
+                self._backoff = self.probe_every_s
+                self._next_probe = now + self._backoff
+                return None
+            return self._probe_failed(now)
+        if best is not None and self.current > 1 and med > self.slow_factor * best:
+            self._next_probe = now + self._backoff  # contended: one thread fewer now, look again later
+            return self._set(self.current - 1)
+        if now >= self._next_probe and self.share > 1:
+            target = self.current + 1 if self.current < self.share else self.current - 1
+            self._probe_from, self._probe_ref = self.current, med
+            return self._set(target)
+        return None
+
+    def _probe_failed(self, now: float) -> int:
+        back = self._probe_from
+        self._probe_from = 0
+        self._backoff = min(self.max_probe_every_s, self._backoff * 2)
+        self._next_probe = now + self._backoff
+        return self._set(back)
+
+
+__all__ = ["ThreadTuner"]

@@ -1,0 +1,195 @@
+"""The node's core budget (actors.supervisor.cores): pure planning, checked on its properties."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.api import System
+from actors.cache.config import CacheConfig
+from actors.model.threads import ThreadTuner
+from actors.supervisor.cores import ThreadAsk, ask_of, budget, node_cores, plan, with_share
+from actors.supervisor.runtime import alive
+
+asks_st = st.lists(st.tuples(st.one_of(st.none(), st.integers(1, 64)), st.one_of(st.none(), st.integers(1, 64))),
+                   max_size=12).map(lambda xs: [ThreadAsk(f"m{i}", n, b) for i, (n, b) in enumerate(xs)])
+
+
+@given(st.integers(1, 64), asks_st)
+def test_shares_never_oversubscribe_while_every_model_fits(cores: int, asks: list[ThreadAsk]) -> None:
+    p = plan(cores, asks)
+    assert set(p.shares) == {a.model_id for a in asks}
+    for a in asks:
+        s = p.shares[a.model_id]
+        assert 1 <= s.n_threads <= cores
+        assert 1 <= s.n_threads_batch <= s.n_threads
+        if a.n_threads is not None:
+            assert s.n_threads <= a.n_threads  # an ask is a ceiling
+        if a.n_threads_batch is not None:
+            assert s.n_threads_batch <= a.n_threads_batch
+    if len(asks) <= cores:
+        assert p.used <= cores and not p.oversubscribed
+    else:  # more models than cores: one thread each, and the plan says it is over
+        assert all(s.n_threads == 1 for s in p.shares.values())
+        assert p.oversubscribed
+
+
+@given(st.integers(1, 64), asks_st)
+def test_no_core_left_idle_while_a_model_could_use_it(cores: int, asks: list[ThreadAsk]) -> None:
+    p = plan(cores, asks)
+    if p.used < cores:
+        for a in asks:  # every model got all it asked for (or all the cores)
+            assert p.shares[a.model_id].n_threads == min(a.n_threads or cores, cores)
+
+
+@given(st.integers(1, 64), asks_st)
+def test_shares_are_max_min_fair(cores: int, asks: list[ThreadAsk]) -> None:
+    p = plan(cores, asks)
+    got = {a.model_id: p.shares[a.model_id].n_threads for a in asks}
+    for a in asks:
+        for b in asks:
+            # b may hold 2+ more than a only when a is at its own ceiling
+            if got[b.model_id] >= got[a.model_id] + 2:
+                assert got[a.model_id] == min(a.n_threads or cores, cores)
+
+
+@given(st.integers(1, 64), asks_st)
+def test_plan_is_deterministic_and_unloading_never_shrinks_the_rest(cores: int, asks: list[ThreadAsk]) -> None:
+    p = plan(cores, asks)
+    assert plan(cores, asks) == p
+    if asks:
+        rest = plan(cores, asks[1:])
+        for a in asks[1:]:
+            assert rest.shares[a.model_id].n_threads >= p.shares[a.model_id].n_threads
+
+
+def test_two_models_on_two_cores_get_one_thread_each() -> None:
+    p = plan(2, [ThreadAsk("a"), ThreadAsk("b")])
+    assert [s.n_threads for s in p.shares.values()] == [1, 1]
+    assert plan(2, [ThreadAsk("a")]).shares["a"].n_threads == 2
+    assert plan(8, [ThreadAsk("a", 2), ThreadAsk("b")]).shares["b"].n_threads == 6
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError):
+        plan(0, [])
+    with pytest.raises(ValueError):
+        plan(4, [ThreadAsk("a"), ThreadAsk("a")])
+    with pytest.raises(ValueError):
+        budget(0)
+    assert budget(None) == node_cores()
+    assert budget(10_000) == node_cores()
+
+
+def test_context_options_carry_the_ask_and_receive_the_share() -> None:
+    assert ask_of("m", {"n_ctx": 512, "n_threads": 3}) == ThreadAsk("m", 3, None)
+    assert ask_of("m", {"n_threads": True}) == ThreadAsk("m", None, None)  # left to the options parser
+    share = plan(4, [ask_of("m", {"n_threads_batch": 2})]).shares["m"]
+    assert with_share({"n_ctx": 512}, share) == {"n_ctx": 512, "n_threads": 4, "n_threads_batch": 2}
+
+
+def wait_threads(system: System, model: str, n: int, timeout: float = 30.0) -> dict[str, int]:
+    """The model's applied thread counts once they equal ``n`` (a share change is applied between steps)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        st = system.status(model)["threads"]
+        got = {k: st[k] for k in ("n_threads", "n_threads_batch")}
+        if got == {"n_threads": n, "n_threads_batch": n} or time.monotonic() > deadline:
+            assert 1 <= st["in_use"] <= n
+            return got
+        time.sleep(0.02)
+
+
+def test_two_real_models_share_the_node_cores_and_both_decode(tmp_path: Path) -> None:
+    """A node of 2 cores: each model runs 1 thread (status and model_info say so); unloading one gives the
+    other both, on its live context; every model still decodes."""
+    if node_cores() < 2:
+        pytest.skip("needs 2 cores")
+    system = System(cache=CacheConfig.create(tmp_path / "run", ram=64 << 20, fsync=False), cores=2)
+    pids = set(system.pids())
+    try:
+        system.load_model("a", context={"n_ctx": 512})
+        assert wait_threads(system, "a", 2) == {"n_threads": 2, "n_threads_batch": 2}  # alone: the whole budget
+        system.load_model("b", context={"n_ctx": 512})
+        shares = {m["model_id"]: m["threads"] for m in system.models()}
+        assert shares["a"]["n_threads"] + shares["b"]["n_threads"] <= 2
+        assert shares["a"]["node_cores"] == 2
+        for m in ("a", "b"):  # what each llama.cpp context really runs with (a shrank without a restart)
+            assert wait_threads(system, m, 1) == {"n_threads": 1, "n_threads_batch": 1}
+            assert system.model_info(m)["threads"]["n_threads"] == 1
+        replies = {m: system.complete(m, "Once upon a time", max_tokens=8, cache=False) for m in ("a", "b")}
+        assert all(len(r.generated) > 0 for r in replies.values())
+        assert replies["a"].generated == replies["b"].generated  # same model, greedy: thread count changes nothing
+        pid_a = system.status("a")["pid"]
+        system.unload_model("b", save=False)
+        assert wait_threads(system, "a", 2) == {"n_threads": 2, "n_threads_batch": 2}
+        assert system.status("a")["pid"] == pid_a  # grown in place
+        assert len(system.complete("a", "Once upon a time", max_tokens=8, cache=False).generated) > 0
+    finally:
+        pids |= set(system.pids())
+        system.close()
+        assert not alive(pids)
+
+
+# --------------------------------------------------------------------------- the thread tuner (model/threads.py)
+
+
+def simulate(tuner: ThreadTuner, step_s: Callable[[int, float], float], seconds: float,
+             rows: int = 1) -> tuple[int, list[int]]:
+    """Feed the tuner a host whose decode step takes ``step_s(threads, now)``; tokens decoded and counts used."""
+    now, tokens, used = 0.0, 0, []
+    while now < seconds:
+        dt = step_s(tuner.current, now)
+        now += dt
+        tokens += 1
+        used.append(tuner.current)
+        tuner.observe(now, dt, rows)
+    return tokens, used
+
+
+def quiet(n: int, _now: float) -> float:
+    return 0.0058 if n >= 2 else 0.011  # 2 threads ~171 tok/s, 1 thread ~90 (the bundled model, 2 cores)
+
+
+def one_core_taken(n: int, _now: float) -> float:
+    return 0.011 if n == 1 else 0.9  # 2 spinning threads beside a busy core: ~1 tok/s
+
+
+def test_tuner_keeps_the_share_on_a_quiet_host() -> None:
+    tokens, used = simulate(ThreadTuner(2), quiet, 60.0)
+    assert used[-1] == 2
+    best = 60.0 / quiet(2, 0)
+    assert tokens >= 0.97 * best  # the probes of the slower count cost under 3%
+
+
+def test_tuner_drops_a_thread_when_a_core_is_taken_and_comes_back_when_it_is_free() -> None:
+    t = ThreadTuner(2)
+    simulate(t, quiet, 5.0)
+    tokens, used = simulate(t, lambda n, now: one_core_taken(n, now - 5.0), 60.0)
+    assert used[-1] == 1
+    assert tokens >= 0.5 * 55.0 / 0.011  # well over half the 1-thread rate, never the collapse
+    tokens, used = simulate(t, quiet, 120.0)
+    assert used[-1] == 2  # the probe found the core free again
+
+
+def test_tuner_finds_the_better_count_when_the_host_is_busy_from_the_start() -> None:
+    tokens, used = simulate(ThreadTuner(2), one_core_taken, 60.0)
+    assert used[-1] == 1 and tokens >= 0.5 * 60.0 / 0.011
+
+
+@given(st.integers(1, 16), st.lists(st.tuples(st.floats(1e-4, 2.0), st.integers(1, 4)), max_size=300))
+def test_tuner_stays_within_its_share(share: int, steps: list[tuple[float, int]]) -> None:
+    t = ThreadTuner(share)
+    now = 0.0
+    for dt, rows in steps:
+        now += dt
+        got = t.observe(now, dt, rows)
+        assert 1 <= t.current <= share
+        assert got is None or got == t.current
+    assert t.reshare(max(1, share // 2), now) == max(1, share // 2)
