@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -59,8 +60,9 @@ def stream_error(err: ApiError, api: str) -> bytes:
 
 
 class EventStream(StreamingResponse):
-    """An SSE response that runs ``on_close`` however it ends (finished, client gone, never started),
-    and closes its body generator at once, so a cancelled request reaches the model without delay."""
+    """An SSE response that notices a client going away even while no event is due (a long prefill),
+    cancels its body generator at once (so the model request is cancelled), and runs ``on_close``
+    however it ends: finished, client gone, or never started."""
 
     def __init__(self, body: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
         super().__init__(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
@@ -68,13 +70,24 @@ class EventStream(StreamingResponse):
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def client_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        stream = asyncio.ensure_future(self.stream_response(send))
+        watch = asyncio.ensure_future(client_gone())
         try:
-            await super().__call__(scope, receive, send)
+            await asyncio.wait({stream, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for task in (stream, watch):
+                task.cancel()
+            results = await asyncio.gather(stream, watch, return_exceptions=True)
             try:
                 await self._body.aclose()  # type: ignore[attr-defined]
             finally:
                 self._on_close()
+        if isinstance(results[0], Exception) and not isinstance(results[0], OSError):
+            raise results[0]  # a bug in the stream itself, not a client that left
 
 
 __all__ = ["EventStream", "count", "error_response", "read_json", "session_of", "stream_error"]
