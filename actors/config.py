@@ -340,6 +340,11 @@ _CACHE_OPTIONS: dict[str, Callable[[Any, str], Any]] = {
     "reservation_ttl_s": lambda v, k: _number(v, k, 0, lo_open=True),
     "tmp_ttl_s": lambda v, k: _number(v, k, 0, lo_open=True),
     "sweep_interval_s": lambda v, k: _number(v, k, 0, lo_open=True),
+    "write_behind": _bool,
+    "write_behind_queue": lambda v, k: _int(v, k, 1),
+    "write_behind_bytes": parse_bytes,
+    "write_behind_nice": lambda v, k: _int(v, k, 0, 19),
+    "spill_budget_s": lambda v, k: _number(v, k, 0),
 }
 _POLICY_KEYS = ("min_tokens", "cold_min_tokens", "cold_max_tokens", "continued_interval", "boundary_trim_tokens",
                 "boundary_align_tokens")

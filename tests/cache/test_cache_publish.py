@@ -14,7 +14,7 @@ from cachetest_util import listing, meta_for, rand_tokens
 
 from actors.cache import kvc, publish
 from actors.cache.config import CacheConfig
-from actors.cache.publish import STEPS, PublishOutcome, publish_file, row_name, row_path, sweep_dir
+from actors.cache.publish import STEPS, PublishOutcome, publish_file, publish_parts, row_name, row_path, sweep_dir
 from actors.cache.service import CacheService
 from actors.cache.tiers import DirTier
 
@@ -29,17 +29,22 @@ def _stage(path: Path, tokens: list[int], size: int = 64 * 1024) -> tuple[bytes,
     return meta.key, kv
 
 
-def _publish_and_die(staged: str, directory: str, key: bytes, step: str, copy: bool) -> None:
+def _publish_and_die(staged: str, directory: str, key: bytes, step: str, mode: str) -> None:
     def hook(s: str) -> None:
         if s == step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    publish_file(staged, directory, key, hook=hook, force_copy=copy, chunk=4096)
+    if mode == "parts":  # the write-behind path: the bytes are in memory, written into the tmp file
+        data = Path(staged).read_bytes()
+        publish_parts((data[:100], data[100:]), directory, key, hook=hook, chunk=4096)
+    else:
+        publish_file(staged, directory, key, hook=hook, force_copy=mode == "copy", chunk=4096)
     os._exit(3)  # the step was never reached
 
 
 # A hard-linked tmp file (staging on the tier's filesystem) has no partial state.
-KILL_POINTS = [(s, mode) for mode in ("link", "copy") for s in STEPS if not (mode == "link" and s == "tmp_partial")]
+KILL_POINTS = [(s, mode) for mode in ("link", "copy", "parts") for s in STEPS
+               if not (mode == "link" and s == "tmp_partial")]
 
 
 @pytest.mark.parametrize(("step", "mode"), KILL_POINTS)
@@ -50,7 +55,7 @@ def test_sigkill_at_each_step_leaves_no_torn_row(tmp_path: Path, step: str, mode
     tokens = rand_tokens(100, seed=1)
     key, kv = _stage(staged, tokens)
 
-    child = FORK.Process(target=_publish_and_die, args=(str(staged), str(tier), key, step, mode == "copy"))
+    child = FORK.Process(target=_publish_and_die, args=(str(staged), str(tier), key, step, mode))
     child.start()
     child.join(20)
     assert child.exitcode == -signal.SIGKILL
@@ -148,7 +153,7 @@ def test_dead_writers_reservation_is_taken_over(tmp_path: Path) -> None:
     tier.mkdir()
     staged = tmp_path / "s.kvc"
     key, _ = _stage(staged, rand_tokens(64, seed=8))
-    child = FORK.Process(target=_publish_and_die, args=(str(staged), str(tier), key, "reserve", False))
+    child = FORK.Process(target=_publish_and_die, args=(str(staged), str(tier), key, "reserve", "link"))
     child.start()
     child.join(10)
     assert any(n.endswith(".reserve") for n in listing(tier))
