@@ -194,17 +194,23 @@ class _Builder:
         if not isinstance(required, list) or any(r not in props for r in required):
             raise SchemaError(path, "required must list declared properties")
         self.use("ws")
-        pairs = {k: f'{json_literal(k)} ws ":" ws {self.expr(v, f"{path}.{k}")}' for k, v in props.items()}
-        req = [pairs[k] for k in props if k in required]
-        opt = [pairs[k] for k in props if k not in required]
-        if req:
-            body = ' ws "," ws '.join(req) + "".join(f' ( ws "," ws {p} )?' for p in opt)
-        elif opt:
-            # No required key: pick which optional key comes first, the later ones stay optional.
-            alts = [opt[i] + "".join(f' ( ws "," ws {p} )?' for p in opt[i + 1:]) for i in range(len(opt))]
-            body = "( " + " | ".join(alts) + " )?"
-        else:
-            body = ""
+        keys = list(props)
+        kv = [f'{json_literal(k)} ws ":" ws {self.expr(props[k], f"{path}.{k}")}' for k in keys]
+        # Keys in declaration order, optional ones may be absent; a comma precedes every key but the first
+        # present one.  ``rest[i]``: keys i.. after one was written; ``first``: keys i.. before any was.
+        rest = [""] * (len(keys) + 1)
+        for i in range(len(keys) - 1, -1, -1):
+            item = f' ws "," ws {kv[i]}'
+            rest[i] = (item if keys[i] in required else f" ({item} )?") + rest[i + 1]
+        first: str | None = None  # a non-empty expression for keys i.., None when only "nothing" is left
+        nullable = True
+        for i in range(len(keys) - 1, -1, -1):
+            written = kv[i] + rest[i + 1]
+            if keys[i] in required:
+                first, nullable = written, False
+            else:
+                first = f"( {written} | {first} )" if first else written
+        body = "" if first is None else (f"( {first} )?" if nullable else first)
         return self.new_rule(f"{path}-obj", f'"{{" ws {body} ws "}}"' if body else '"{" ws "}"')
 
     def array(self, schema: Mapping[str, Any], path: str) -> str:
