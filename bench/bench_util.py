@@ -145,3 +145,91 @@ def running_system(cache: Any) -> Iterator[System]:
 def model_counters(system: System, model: str) -> dict[str, int]:
     """The engine's own counters (``prefill_tokens`` is what llama.cpp actually computed)."""
     return dict(system.status(model)["counters"])
+
+
+# --------------------------------------------------------------------------- competing load
+
+# A process outside this benchmark above this share of one core competes for the cores a figure is taken on.
+COMPETING_CPU_PCT = 5.0
+
+
+def _ours() -> set[int]:
+    """This process, its parent (the bench driver) and every descendant (actor trees, llama-server, helpers)."""
+    import psutil
+
+    me = psutil.Process()
+    pids = {me.pid, os.getppid()}
+    with contextlib.suppress(psutil.Error):
+        pids |= {p.pid for p in me.children(recursive=True)}
+    return pids
+
+
+def competing(interval: float = 0.5, exclude: set[int] | None = None) -> dict[str, Any]:
+    """Load average and the other processes above ``COMPETING_CPU_PCT`` over ``interval`` seconds.
+
+    Why: a figure taken while something else ran on the cores measures the
+    sharing, not the engine; the report carries this so such figures are
+    marked rather than quoted.
+    """
+    import psutil
+
+    skip = _ours() | (exclude or set())
+    procs = []
+    for p in psutil.process_iter(["pid"]):
+        if p.pid in skip:
+            continue
+        with contextlib.suppress(psutil.Error):
+            p.cpu_percent(None)
+            procs.append(p)
+    time.sleep(interval)  # the measurement window itself, not a wait for a condition
+    busy = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            pct_ = p.cpu_percent(None)
+            if pct_ > COMPETING_CPU_PCT:
+                busy.append({"pid": p.pid, "name": p.name(), "cpu_pct": round(pct_, 1)})
+    busy.sort(key=lambda b: -b["cpu_pct"])
+    return {"load_avg": [round(x, 2) for x in os.getloadavg()], "competing": busy[:8],
+            "competing_cpu_pct": round(sum(b["cpu_pct"] for b in busy), 1)}
+
+
+class CompetitionMonitor:
+    """Samples ``competing()`` in a background thread while a figure is taken (``with`` block).
+
+    ``summary()`` says whether anything else used the cores meanwhile: the
+    highest load average seen, the competing processes (highest share each)
+    and ``contended``.
+    """
+
+    def __init__(self, every_s: float = 1.0, exclude: set[int] | None = None) -> None:
+        import threading
+
+        self.every_s = every_s
+        self.exclude = exclude or set()
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="competition-monitor", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(competing(min(0.5, self.every_s), self.exclude))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> CompetitionMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def summary(self) -> dict[str, Any]:
+        by_pid: dict[int, dict[str, Any]] = {}
+        for s in self.samples:
+            for b in s["competing"]:
+                if b["pid"] not in by_pid or b["cpu_pct"] > by_pid[b["pid"]]["cpu_pct"]:
+                    by_pid[b["pid"]] = b
+        loads = [s["load_avg"][0] for s in self.samples]
+        return {"samples": len(self.samples), "max_load_avg_1m": max(loads) if loads else None,
+                "competing": sorted(by_pid.values(), key=lambda b: -b["cpu_pct"])[:8],
+                "contended": bool(by_pid)}
