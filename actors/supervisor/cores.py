@@ -24,10 +24,11 @@ never run at the same time in one context, so one share covers both.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from actors.model.options import default_threads
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,7 @@ class CorePlan:
 
 def node_cores() -> int:
     """The cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return default_threads()
 
 
 def budget(configured: int | None) -> int:
