@@ -82,10 +82,14 @@ def cmake_args(ceiling: str | None = None) -> list[str]:
         "-DGGML_CPU_ALL_VARIANTS=OFF",
         "-DLLAMA_BUILD_TESTS=OFF",
         "-DLLAMA_BUILD_EXAMPLES=OFF",
-        "-DLLAMA_BUILD_SERVER=OFF",
+        # The server is configured (not built by default) so bench/ can build llama-server
+        # from the same tree with the same flags; its web UI is neither built nor fetched.
+        "-DLLAMA_BUILD_SERVER=ON",
+        "-DLLAMA_BUILD_UI=OFF",
+        "-DLLAMA_USE_PREBUILT_UI=OFF",
         "-DLLAMA_BUILD_APP=OFF",
-        # Tools are configured so bench/ can build llama-bench on demand; the
-        # default target list below never compiles them.
+        # Tools are configured so bench/ can build llama-bench and llama-server on demand;
+        # the default target list below never compiles them.
         "-DLLAMA_BUILD_TOOLS=ON",
         "-DLLAMA_BUILD_COMMON=ON",
         "-DLLAMA_CURL=OFF",
