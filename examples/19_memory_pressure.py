@@ -8,8 +8,9 @@ choice), ``GpuMemorySource`` (NVML) and ``CallableSource(fn)`` for your own meas
 
 To make the pressure deterministic this example uses a callable source that reads a JSON file
 (``_common.file_pressure``), and flips the file between 10% and 95% "used". The source runs in the
-tree's processes, so it must be importable there (this example puts its own folder on
-``PYTHONPATH``) and picklable (a module-level function wrapped in ``functools.partial``).
+tree's processes, so it must be importable there (the system's serve process gets this script's
+import path, its own folder included) and picklable (a module-level function wrapped in
+``functools.partial``).
 
     .venv/bin/python examples/19_memory_pressure.py
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,10 +55,14 @@ def wait_for(system: System, key: str, pred: Callable[[int], bool], timeout: flo
     return value
 
 
+def polls(gauge: Path) -> int:
+    """How many times the poller has read the gauge (``_common.file_pressure`` counts its reads)."""
+    reads = Path(f"{gauge}.reads")
+    return reads.stat().st_size if reads.exists() else 0
+
+
 def main() -> None:
     args = parser(__doc__).parse_args()
-    here = str(Path(_common.__file__).resolve().parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory(prefix="pressure-") as d:
         gauge = Path(d) / "memory.json"
         set_used(gauge, 0.10)
@@ -67,13 +71,17 @@ def main() -> None:
         with running_system(args.port, pressure=pressure) as system:
             system.load_model(MODEL)
             first = system.complete(MODEL, PROMPT, max_tokens=8)
-            time.sleep(0.5)  # a few polls at 10% used: nothing is evicted
+            seen = polls(gauge)
+            deadline = time.monotonic() + 30
+            while polls(gauge) < seen + 3 and time.monotonic() < deadline:  # three more reads at 10% used
+                time.sleep(0.05)
             warm = system.complete(MODEL, PROMPT, max_tokens=8)
             before = system.cache_counters()
             fact("first cache_hit_kind", first.cache_hit_kind)
             fact("repeat at 10% used cache_hit_kind", warm.cache_hit_kind)
             fact("rows_ram before pressure", before["rows_ram"])
             fact("evictions at 10% used", before["evictions"])
+            fact("polls at 10% used", polls(gauge) - seen)
 
             set_used(gauge, 0.95)  # pressure: above the high watermark
             evictions = wait_for(system, "evictions", lambda v: v >= before["rows_ram"])

@@ -79,10 +79,14 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 def file_pressure(path: str) -> Reading | None:
     """A memory-pressure source for example 19: ``{"used": n, "total": n}`` read from a JSON file.
 
-    The pressure actor runs in another process, so the source must be importable there (this module
-    is put on ``PYTHONPATH`` by the example) and picklable (a module-level function in a ``partial``).
-    A missing or unreadable file means "cannot measure", which never evicts anything.
+    The pressure actor runs in another process, so the source must be importable there (the
+    system's serve process gets the example's import path) and picklable (a module-level function
+    in a ``partial``). A missing or unreadable file means "cannot measure", which never evicts
+    anything. Each read appends one byte to ``<path>.reads``, so the example can tell "no pressure
+    seen" from "not looked yet".
     """
+    with open(f"{path}.reads", "ab") as f:
+        f.write(b".")
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError):

@@ -185,6 +185,7 @@ def check_19(f: dict[str, str], out: str) -> None:
     assert f["first cache_hit_kind"] == "cold"
     assert f["repeat at 10% used cache_hit_kind"] == "exact"
     assert f["evictions at 10% used"] == "0"
+    assert int(f["polls at 10% used"]) >= 3  # it looked, and saw no pressure (not merely slow to look)
     assert int(f["evictions at 95% used"]) >= int(f["rows_ram before pressure"]) >= 1
     assert f["repeat after pressure cache_hit_kind"] == "cold"
     assert f["identical replies"] == "True"

@@ -142,6 +142,7 @@ class PressureActor(Actor):
             mon.evictions_requested,
             mon.bytes_requested,
             getattr(mon.source, "last_error", ""),
+            mon.polls,
         )
 
 

@@ -321,6 +321,7 @@ class PressureReport:
     evictions_requested: int
     bytes_requested: int
     last_error: str = ""
+    polls: int = 0  # readings the poller has taken so far
 
 
 # --- CacheClientHost (reference embedding, tests) -------------------------------

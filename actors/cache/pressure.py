@@ -141,6 +141,7 @@ class PressureMonitor:
     available: bool = False
     evictions_requested: int = 0
     bytes_requested: int = 0
+    polls: int = 0  # readings taken: a caller can tell "no pressure seen" from "not looked yet"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.low < self.high <= 1.0:
@@ -151,6 +152,7 @@ class PressureMonitor:
     def poll(self) -> int:
         """Read the source once; bytes the cache should free (0 = nothing)."""
         reading = self.source.read()
+        self.polls += 1
         self.available = reading is not None
         if reading is None:
             self.last_fraction = None

@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,12 +16,15 @@ from actors.supervisor import messages as sm
 from actors.supervisor import runtime
 from tests.actors import toy_actors as toy
 from tests.actors.conftest import running_system
+from tests.waiting import wait_until
 
 
 def test_complete_infer_and_observe(stub_system: System) -> None:
     s = stub_system
     r = s.complete("stub", "hello world", max_tokens=8)
     assert r.finish_reason == "length" and len(r.generated) == 8 and r.cache_hit_kind == "cold"
+    # rows of a file tier are visible once a writer published them (only ram rows are read-your-writes)
+    runtime.ask(s.asys, s.tree.meta, cm.WaitIdle("idle"), 30)
     stream = s.infer("stub", "hello world", max_tokens=8)
     chunks = list(stream)
     assert "".join(c.text for c in chunks) == stream.result.reply == r.reply
@@ -39,19 +43,43 @@ def test_status_and_obs_during_generation(stub_system: System) -> None:
     stream = s.infer("stub", "a long one", max_tokens=400)
     it = iter(stream)
     next(it)
-    lat = []
     for _ in range(10):
-        t0 = time.perf_counter()
         st = s.status("stub")
-        lat.append(time.perf_counter() - t0)
         assert st["phase"] == "generating"
         assert st["requests"][0]["req_id"] == stream.req_id
     obs = s.observe("stub")
     assert obs.phase == "generating" and obs.queue_depth == 1
     assert s.queue_depth() >= 1
-    assert sorted(lat)[len(lat) // 2] < 0.05
     stream.close()
     assert stream.result is not None and stream.result.finish_reason == "cancelled"
+
+
+@pytest.mark.timeout(60)
+def test_status_is_never_stuck_behind_a_decode(stub_system: System) -> None:
+    """Status is answered from the last snapshot on the message thread, not after the step in progress.
+
+    Each step of this model takes half a second, so a status that waited for the
+    step would take a quarter of a second at the median; the time a status takes on
+    an idle machine is a speed figure (bench/actor_bench.py, ``status``), not asserted here.
+    """
+    s = stub_system
+    step_s = 0.5
+    s.load_model("slow", backend="stub", stub={"n_seq_max": 1, "n_batch": 64, "step_delay_s": step_s})
+    try:
+        stream = s.infer("slow", "one slow step at a time", max_tokens=100)
+        it = iter(stream)  # kept: a dropped iterator closes the stream (and cancels the request)
+        next(it)
+        lat = []
+        for _ in range(6):
+            t0 = time.perf_counter()
+            st = s.status("slow")
+            lat.append(time.perf_counter() - t0)
+            assert st["phase"] == "generating"
+        assert sorted(lat)[len(lat) // 2] < step_s / 2, lat
+        stream.close()
+        assert stream.result is not None and stream.result.finish_reason == "cancelled"
+    finally:
+        s.unload_model("slow", save=False)
 
 
 @pytest.mark.timeout(60)
@@ -239,7 +267,8 @@ def test_cache_meta_crash_restarts_cache_and_models_rebind(tmp_path: Path) -> No
         prompt = "rows saved after the cache restart " * 3
         s.prefill_only("m", prompt)
         runtime.ask(s.asys, info.meta, cm.WaitIdle("idle"), 30)
-        time.sleep(0.2)
+        # the new meta's publish notice reaches the model's own index (an inspection: counts nothing)
+        assert wait_until(lambda: s.list_cached_prefixes("m", prompt)["kind"] == "exact")
         assert s.complete("m", prompt, max_tokens=2).cache_hit_kind == "exact"
 
 
@@ -280,12 +309,17 @@ def test_intensity_exceeded_escalates_to_parent(stub_system: System) -> None:
     s = stub_system
     root = s.asys.createActor(toy.ToyRoot)
     s.asys.tell(root, toy.ToyStart("one_for_one", 1, n_children=2))
-    time.sleep(0.3)
-    sup0 = runtime.ask(s.asys, root, sm.WhichChildren("c"), 10).children["sup"]
-    for _ in range(2):  # the second kill within the window exceeds max_restarts=1
-        kids = runtime.ask(s.asys, sup0, sm.WhichChildren("c"), 10).children
+
+    def children(sup: Any) -> Any:
+        return runtime.ask(s.asys, sup, sm.WhichChildren("c"), 10)
+
+    sup0 = wait_until(lambda: children(root).children.get("sup"))
+    assert wait_until(lambda: set(children(sup0).children) == {"w0", "w1"})
+    for kill in range(2):  # the second kill within the window exceeds max_restarts=1
+        kids = children(sup0).children
         os.kill(runtime.ask(s.asys, kids["w0"], toy.Pid("p"), 10).pid, signal.SIGKILL)
-        time.sleep(0.3)
+        if kill == 0:  # the first kill is restarted by sup0 itself
+            assert wait_until(lambda: children(sup0).restarts == 1)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         top = runtime.ask(s.asys, root, sm.WhichChildren("c"), 10)
@@ -337,6 +371,8 @@ def test_two_models_on_one_file_each_get_ram_hits(tmp_path: Path) -> None:
         s.load_model("b", backend="stub", stub=cfg)
         prompt = "a prompt long enough to be worth a cache row " * 2
         kinds = [s.complete(m, prompt, max_tokens=4).cache_hit_kind for m in ("a", "a", "b")]
-        time.sleep(1.0)  # the meta has answered b's save by now (it used to tell b to drop its copy)
+        # b's save has been answered (the meta used to tell b to drop its copy) and b's own index has the row
+        runtime.ask(s.asys, s.tree.meta, cm.WaitIdle("idle"), 30)
+        assert wait_until(lambda: s.list_cached_prefixes("b", prompt)["kind"] == "exact")
         kinds += [s.complete(m, prompt, max_tokens=4).cache_hit_kind for m in ("b", "a")]
         assert kinds == ["cold", "exact", "cold", "exact", "exact"]

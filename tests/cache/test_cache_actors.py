@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from actors.cache.config import CacheConfig
 from actors.cache.meta import MetaCore
 from actors.cache.pressure import CallableSource
 from actors.system import SystemHandle, start_system
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -43,15 +43,6 @@ def start_host(system: SystemHandle, admin: CacheAdmin) -> Any:
     reply = system.ask(host, m.ClientStart(admin.config, admin.meta))
     assert isinstance(reply, m.HostReply) and reply.value["pid"] != os.getpid()
     return host
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def lookup(system: SystemHandle, host: Any, tokens: list[int]) -> Any:
@@ -80,7 +71,7 @@ def test_ram_row_written_behind_reaches_other_process(system: SystemHandle, cfg:
     (tmp_path / "kv.bin").write_bytes(kv)
     call(system, a, "save", reason="finish", meta=meta_for(tokens), kv_path=str(tmp_path / "kv.bin"), tier="ram")
     assert call(system, a, "flush")  # written; a host actor sends the notice on its own thread
-    assert wait_for(lambda: lookup(system, b, tokens) is not None)
+    assert wait_until(lambda: lookup(system, b, tokens) is not None)
     hit = lookup(system, b, tokens)
     assert (hit.kind, hit.tier) == ("exact", "ram_file")
     assert Path(call(system, b, "load", hit=hit, out_path=str(tmp_path / "out.bin"))["path"]).read_bytes() == kv
@@ -104,7 +95,7 @@ def test_save_lookup_load_across_processes(system: SystemHandle, cfg: CacheConfi
     admin.wait_idle()
 
     # The other process sees the file row through its pushed mirror.
-    assert wait_for(lambda: lookup(system, b, tokens) is not None)
+    assert wait_until(lambda: lookup(system, b, tokens) is not None)
     hit = lookup(system, b, tokens)
     assert hit.kind == "exact" and hit.matched == 200
     out = call(system, b, "load", hit=hit, out_path=str(tmp_path / "out.bin"))
@@ -118,7 +109,7 @@ def test_save_lookup_load_across_processes(system: SystemHandle, cfg: CacheConfi
     # ram rows stay private to their process.
     ram_tokens = rand_tokens(100, seed=3)
     call(system, a, "save", reason="finish", meta=meta_for(ram_tokens), kv_path=str(tmp_path / "kv.bin"), tier="ram")
-    assert wait_for(lambda: lookup(system, a, ram_tokens) is not None)
+    assert wait_until(lambda: lookup(system, a, ram_tokens) is not None)
     assert lookup(system, b, ram_tokens) is None
 
     counters = admin.get_counters()
@@ -149,12 +140,12 @@ def test_operator_eviction_reaches_ram_rows_in_model_processes(
         keys.append(r.key)
     call(system, host, "pin", key=keys[0])
     # Pins and saves are one-way messages: wait until the meta has them.
-    assert wait_for(lambda: admin.get_counters()["rows_ram"] == 3)
-    assert wait_for(lambda: any(r["pins"] for r in admin.dump()))
+    assert wait_until(lambda: admin.get_counters()["rows_ram"] == 3)
+    assert wait_until(lambda: any(r["pins"] for r in admin.dump()))
     evicted = admin.evict_bytes(10**9, ["ram"])
     assert set(evicted.keys) == {keys[1], keys[2]}
-    assert wait_for(lambda: call(system, host, "ram_keys") == [keys[0]])
-    assert wait_for(lambda: admin.get_counters()["bytes_ram"] == 50_000)
+    assert wait_until(lambda: call(system, host, "ram_keys") == [keys[0]])
+    assert wait_until(lambda: admin.get_counters()["bytes_ram"] == 50_000)
     with pytest.raises(CacheAdminError, match="unknown"):
         admin.evict_bytes(1, ["tape"])
 
@@ -172,17 +163,17 @@ def test_pressure_actor_evicts_on_high_watermark(system: SystemHandle, cfg: Cach
             meta=meta_for(rand_tokens(64, seed=20 + i)),
             kv_path=str(tmp_path / "kv.bin"),
         )
-    assert wait_for(lambda: admin.get_counters()["rows_ram_file"] == 3)  # saves are one-way
+    assert wait_until(lambda: admin.get_counters()["rows_ram_file"] == 3)  # saves are one-way
     gauge = tmp_path / "mem"
     gauge.write_text("10 100")
     source = CallableSource(functools.partial(reading_from_file, str(gauge)))
     poller = admin.start_pressure(source, high=0.9, low=0.5, interval_s=0.05, tiers=("ram_file",))
-    time.sleep(0.3)
+    assert wait_until(lambda: admin.pressure_status(poller).polls >= 3)  # it has looked, at 10% used
     assert admin.get_counters()["rows_ram_file"] == 3
     gauge.write_text("95 100")
-    assert wait_for(lambda: admin.get_counters()["rows_ram_file"] == 0)
+    assert wait_until(lambda: admin.get_counters()["rows_ram_file"] == 0)
     admin.wait_idle()
-    assert wait_for(lambda: admin.get_counters()["rows_disk"] == 3)  # demoted, still served
+    assert wait_until(lambda: admin.get_counters()["rows_disk"] == 3)  # demoted, still served
     report = admin.pressure_status(poller)
     assert report.available and report.evictions_requested >= 1
 

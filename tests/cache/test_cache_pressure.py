@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from actors.cache.pressure import (
     bytes_to_free,
 )
 from actors.cache.service import CacheService
+from tests.waiting import wait_until
 
 GB = 1 << 30
 
@@ -93,12 +93,10 @@ def test_pressure_thread_evicts_from_the_service(make_config: Callable[..., obje
         mon = PressureMonitor(CallableSource(functools.partial(reading_from_file, str(gauge))), 0.9, 0.8, ("ram_file",))
         thread = PressureThread(mon, lambda n, tiers: svc.evict_bytes(n, tiers), interval_s=0.02).start()
         try:
-            time.sleep(0.1)
+            assert wait_until(lambda: mon.polls >= 3)  # it has looked, at half the memory used
             assert svc.get_counters()["rows_ram_file"] == 4  # no pressure yet
             gauge.write_text(f"{GB - 150_000} {GB}")  # 150 KB short of total: above high
-            deadline = time.monotonic() + 5
-            while svc.get_counters()["rows_ram_file"] == 4 and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_until(lambda: svc.get_counters()["rows_ram_file"] != 4, timeout=5)
         finally:
             thread.stop()
         counters = svc.get_counters()
