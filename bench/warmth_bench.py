@@ -27,6 +27,7 @@ JSON on stdout and in bench/out/warmth.json; progress on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -35,7 +36,10 @@ from typing import Any
 from bench_util import ROOT, CompetitionMonitor, context_for, log, model_counters, running_system, spread, tier_dirs
 from workloads import ChatScript, ChatTurn, after_reply, next_prompt
 
+from actors.cache import kvc, read_counters
 from actors.cache.config import CacheConfig
+from actors.cache.kvc import RowMeta
+from actors.cache.publish import publish_file, publish_parts
 
 MODEL = "chat"
 SETUPS = ("ram", "ram_disk", "ram32_disk", "restart")
@@ -43,10 +47,11 @@ GIB = 1 << 30
 OUT = ROOT / "bench" / "out"
 
 
-def cache_for(setup: str, tmp: Path, run: str) -> CacheConfig:
+def cache_for(setup: str, tmp: Path, run: str, nice: int | None) -> CacheConfig:
     disk = (tmp / "disk", 4 * GIB) if setup != "ram" else None
     ram = (32 << 20) if setup == "ram32_disk" else GIB
-    return CacheConfig.create(tmp / run, ram=ram, disk=disk, default_tier="ram")
+    extra = {} if nice is None else {"write_behind_nice": nice}
+    return CacheConfig.create(tmp / run, ram=ram, disk=disk, default_tier="ram", **extra)
 
 
 class Chat:
@@ -79,11 +84,11 @@ class Chat:
 def _counters_moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     keys = ("hits_exact", "hits_resume", "hits_longest_prefix", "misses", "evictions", "demotions", "saves_dropped",
             "write_behind_queued", "write_behind_written", "write_behind_skipped", "write_behind_deduped",
-            "write_behind_failed", "write_behind_bytes", "spilled", "spill_skipped")
+            "write_behind_failed", "write_behind_bytes", "write_behind_ns_total", "spilled", "spill_skipped")
     return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
 
 
-def run_setup(setup: str, script: ChatScript, ctx: dict[str, int]) -> dict[str, Any]:
+def run_setup(setup: str, script: ChatScript, ctx: dict[str, int], nice: int | None) -> dict[str, Any]:
     chat = Chat(script)
     first, second = script.halves()
     parts = [first, second] if setup == "restart" else [first + second]
@@ -91,7 +96,7 @@ def run_setup(setup: str, script: ChatScript, ctx: dict[str, int]) -> dict[str, 
     counters: dict[str, int] = {}
     with tier_dirs() as (tmp, _shm), CompetitionMonitor() as mon:
         for n, part in enumerate(parts):
-            with running_system(cache_for(setup, tmp, f"run{n}")) as system:
+            with running_system(cache_for(setup, tmp, f"run{n}", nice)) as system:
                 system.load_model(MODEL, context=ctx)
                 if n == 0:
                     chat.tokens(system)
@@ -100,13 +105,8 @@ def run_setup(setup: str, script: ChatScript, ctx: dict[str, int]) -> dict[str, 
                 for turn in part:
                     chat.send(system, turn)
                 prefill += model_counters(system, MODEL)["prefill_tokens"] - p0
-                moved = _counters_moved(c0, system.cache_counters())
-            # The spill at close is counted by the closed tree's files, read after it stopped.
-            from actors.cache import read_counters
-
-            final = read_counters(str(tmp / f"run{n}" / "counters"))
-            moved["spilled"] = final["spilled"]
-            moved["spill_skipped"] = final["spill_skipped"]
+            # Read after the tree stopped: the files keep what the close did (spill, last copies).
+            moved = _counters_moved(c0, read_counters(str(tmp / f"run{n}" / "counters")))
             counters = {k: counters.get(k, 0) + v for k, v in moved.items()}
     return {"evaluated": sum(t["evaluated"] for t in chat.turns), "engine_prefill_tokens": prefill,
             "prompt_tokens": sum(t["prompt_tokens"] for t in chat.turns),
@@ -114,21 +114,73 @@ def run_setup(setup: str, script: ChatScript, ctx: dict[str, int]) -> dict[str, 
             "counters": counters, "replies": [t["generated"] for t in chat.turns], "competition": mon.summary()}
 
 
-def run(script: ChatScript, reps: int, setups: tuple[str, ...]) -> dict[str, Any]:
+def write_costs(row_mb: float = 9.0, reps: int = 5) -> dict[str, Any]:
+    """What one row's copy to disk costs, and on which thread, for the two ways to make it.
+
+    * old path, a save sent to a file tier: the model's tick encodes the row into a tmpfs
+      staging file (payload CRC + a copy of the blob), then a writer process copies it to the
+      tier and fsyncs;
+    * write-behind: the tick keeps the blob in ram (no copy); a thread of the model process
+      writes it to the tier's tmp file from that buffer (CRC + one copy) and fsyncs.
+
+    CPU time per step (``thread_time``) is what the step takes from the cores the model decodes
+    on, and it holds on a busy machine, unlike wall time.
+    """
+    import os
+    import statistics
+    import time as t
+
+    size = int(row_mb * (1 << 20))
+    kv, logits = os.urandom(size), os.urandom(49152 * 4)
+    meta = RowMeta(fingerprint=b"\xaa" * 32, quant=1, ctx_hash=b"\xbb" * 32, tokens=list(range(400)),
+                   context_size=4096, model="bench")
+    out: dict[str, list[float]] = {"tick_staging_cpu_ms": [], "writer_copy_cpu_ms": [], "writer_copy_wall_ms": [],
+                                   "behind_cpu_ms": [], "behind_wall_ms": []}
+    with tier_dirs() as (tmp, shm):
+        disk = tmp / "disk"
+        disk.mkdir()
+        for i in range(reps):
+            m = RowMeta(**{**meta.__dict__, "tokens": list(range(i, 400 + i))})
+            c0 = t.thread_time()
+            prefix = kvc.encode_prefix("finish", m, len(kv), len(logits), kvc.payload_crc(kv, logits), t.time_ns())
+            staged = shm / f"{i}.stage"
+            with open(staged, "wb") as f:
+                f.write(prefix)
+                f.write(kv)
+                f.write(logits)
+            out["tick_staging_cpu_ms"].append((t.thread_time() - c0) * 1e3)
+            c0, w0 = t.thread_time(), t.perf_counter()
+            publish_file(str(staged), str(disk), m.key)
+            out["writer_copy_cpu_ms"].append((t.thread_time() - c0) * 1e3)
+            out["writer_copy_wall_ms"].append((t.perf_counter() - w0) * 1e3)
+            m2 = RowMeta(**{**meta.__dict__, "tokens": list(range(1000 + i, 1400 + i))})
+            c0, w0 = t.thread_time(), t.perf_counter()
+            prefix = kvc.encode_prefix("finish", m2, len(kv), len(logits), kvc.payload_crc(kv, logits), t.time_ns())
+            publish_parts((prefix, kv, logits), str(disk), m2.key)
+            out["behind_cpu_ms"].append((t.thread_time() - c0) * 1e3)
+            out["behind_wall_ms"].append((t.perf_counter() - w0) * 1e3)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(disk / f"{m.key.hex()}.kvc")
+                os.unlink(disk / f"{m2.key.hex()}.kvc")
+    return {"row_mb": row_mb, **{k: round(statistics.median(v), 2) for k, v in out.items()}}
+
+
+def run(script: ChatScript, reps: int, setups: tuple[str, ...], nice: int | None = None) -> dict[str, Any]:
     longest = script.system_tokens + script.turns * (24 + script.reply_tokens) + 64
     ctx = context_for(1, longest)
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in setups}
     for rep in range(reps):
         order = setups[rep % len(setups):] + setups[: rep % len(setups)]  # alternate: no setup always first
         for setup in order:
-            runs[setup].append(run_setup(setup, script, ctx))
+            runs[setup].append(run_setup(setup, script, ctx, nice))
             r = runs[setup][-1]
             log(f"rep {rep + 1}/{reps} {setup}: evaluated {r['evaluated']}/{r['prompt_tokens']}, "
                 f"wall {r['wall_s']:.2f}s, contended {r['competition']['contended']}")
     report: dict[str, Any] = {"workload": {"users": script.users, "turns": script.turns,
                                            "system_tokens": script.system_tokens,
                                            "reply_tokens": script.reply_tokens},
-                              "context": ctx, "reps": reps, "setups": {}}
+                              "context": ctx, "reps": reps, "setups": {},
+                              "write_behind_nice": nice if nice is not None else CacheConfig.write_behind_nice}
     for setup, rs in runs.items():
         last = rs[-1]
         report["setups"][setup] = {
@@ -143,7 +195,7 @@ def run(script: ChatScript, reps: int, setups: tuple[str, ...]) -> dict[str, Any
         }
     base = report["setups"].get("ram")
     if base is not None:
-        for setup, s in report["setups"].items():
+        for s in report["setups"].values():
             s["evaluated_vs_ram"] = round(s["evaluated"]["median"] / max(base["evaluated"]["median"], 1), 4)
             s["wall_vs_ram"] = round(s["wall_s"]["median"] / base["wall_s"]["median"], 4)
         # Greedy and exact hits: every setup must give the same replies as the reference.
@@ -164,6 +216,8 @@ def main() -> None:
     ap.add_argument("--system-tokens", type=int, default=None)
     ap.add_argument("--reply-tokens", type=int, default=16)
     ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--write-behind-nice", type=int, default=None,
+                    help="the writer thread's nice (0..19; default: the cache's default)")
     ap.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated subset of {','.join(SETUPS)}")
     a = ap.parse_args()
     script = ChatScript(users=a.users or (3 if a.smoke else 6), turns=a.turns or (3 if a.smoke else 6),
@@ -172,7 +226,8 @@ def main() -> None:
     unknown = [s for s in setups if s not in SETUPS]
     if unknown:
         ap.error(f"--setups: unknown {unknown}")
-    report = run(script, a.reps or (1 if a.smoke else 3), setups)
+    report = run(script, a.reps or (1 if a.smoke else 3), setups, a.write_behind_nice)
+    report["write_costs"] = write_costs()
     report["smoke"] = a.smoke
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "warmth.json").write_text(json.dumps(report, indent=2))

@@ -397,6 +397,8 @@ class MetaCore:
         for owner, dropped in drop.items():
             if owner in self.subscribers:
                 self.outbox.send(self.subscribers[owner].dest, m.DropRamRows(tuple(dropped)))
+        if keys:
+            self.counters.inc("demotions", len(keys))  # the rows now live in their file tier only
         return freed, keys
 
     def _drop_file_row(self, key: bytes) -> None:

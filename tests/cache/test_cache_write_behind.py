@@ -247,6 +247,7 @@ def test_ram_pressure_frees_written_rows_first_and_they_stay_on_disk(
     assert hit is not None and hit.tier == "disk" and bytes(c.load(hit).kv) == kv
     counters = svc.get_counters()
     assert (counters["rows_ram"], counters["bytes_ram"], counters["rows_disk"]) == (0, 0, 1)
+    assert (counters["demotions"], counters["evictions"]) == (1, 0)
     assert c.ram is not None and len(c.ram) == 0
 
 
