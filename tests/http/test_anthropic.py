@@ -98,7 +98,7 @@ def test_forced_tool_use_and_tool_result_turn(client: anthropic.Anthropic) -> No
     assert streamed.input == use.input and final.stop_reason == "tool_use"
     follow = [*msgs, {"role": "assistant", "content": [b.model_dump() for b in m.content]},
               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]}]
-    r = client.messages.create(model="smol", messages=follow, tools=[WEATHER], max_tokens=8, extra_body=GREEDY)
+    r = client.messages.create(model="smol", messages=follow, tools=[WEATHER], max_tokens=2, extra_body=GREEDY)
     assert r.role == "assistant"
 
 

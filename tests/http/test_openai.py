@@ -94,17 +94,14 @@ def test_json_schema_reply_follows_the_schema(client: openai.OpenAI) -> None:
                                                "in_stock": {"type": "boolean"}},
               "required": ["item", "price", "in_stock"]}
     r = client.chat.completions.create(
-        model="smol", messages=chat("Give me one product as JSON."), max_tokens=60, temperature=0,
+        model="smol", messages=chat("Give me one product as JSON."), max_tokens=40, temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "product", "schema": schema}})
     obj = json.loads(r.choices[0].message.content)
     assert list(obj) == ["item", "price", "in_stock"]
     assert isinstance(obj["item"], str) and isinstance(obj["price"], int) and isinstance(obj["in_stock"], bool)
-    r2 = client.chat.completions.create(model="smol", messages=chat("Reply in JSON."), max_tokens=40, temperature=0,
+    r2 = client.chat.completions.create(model="smol", messages=chat("Reply in JSON."), max_tokens=6, temperature=0,
                                         response_format={"type": "json_object"})
-    if r2.choices[0].finish_reason == "stop":
-        assert isinstance(json.loads(r2.choices[0].message.content), dict)
-    else:
-        assert r2.choices[0].message.content.startswith("{")
+    assert r2.choices[0].message.content.startswith("{")  # an object, even when cut at max_tokens
 
 
 def test_required_tool_call_comes_back_as_tool_calls(client: openai.OpenAI) -> None:
@@ -126,7 +123,7 @@ def test_required_tool_call_comes_back_as_tool_calls(client: openai.OpenAI) -> N
     # The call and its result go back in the next turn (rendered by the template, accepted).
     follow = [*msgs, choice.message.model_dump(exclude_none=True),
               {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
-    r2 = client.chat.completions.create(model="smol", messages=follow, tools=[WEATHER_TOOL], max_tokens=8,
+    r2 = client.chat.completions.create(model="smol", messages=follow, tools=[WEATHER_TOOL], max_tokens=2,
                                         temperature=0)
     assert r2.choices[0].message.role == "assistant"
 

@@ -77,7 +77,7 @@ def instances(schema: dict[str, Any]) -> st.SearchStrategy:
         lambda pv: {k: v for (k, _, _), keep, v in zip(fields, pv[0], pv[1], strict=True) if keep})
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.data(), SCHEMAS)
 def test_grammar_accepts_every_valid_instance(data: st.DataObject, schema: dict[str, Any]) -> None:
     grammar = schema_to_gbnf(schema)
@@ -86,7 +86,7 @@ def test_grammar_accepts_every_valid_instance(data: st.DataObject, schema: dict[
         assert accepts(grammar, text), (grammar, text)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.data(), _objects(PRIMITIVE).filter(lambda s: s["required"]))
 def test_grammar_rejects_a_missing_required_key_or_an_extra_one(data: st.DataObject, schema: dict[str, Any]) -> None:
     grammar = schema_to_gbnf(schema)
@@ -97,7 +97,7 @@ def test_grammar_rejects_a_missing_required_key_or_an_extra_one(data: st.DataObj
     assert extra is value or not accepts(grammar, json.dumps(extra))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(ANY_JSON)
 def test_json_object_grammar_is_any_object(value: Any) -> None:
     g = json_object_gbnf()
