@@ -35,7 +35,7 @@ from actors.cache.kvc import RowMeta, SaveReason
 from actors.cache.prefix import PrefixChain, PrefixIndex
 from actors.cache.publish import write_parts
 from actors.cache.tiers import LoadBuffer, RamEntry, RamTier, load_file, read_tokens
-from actors.cache.write_behind import WriteBehind, WriteOutcome, WriteRequest
+from actors.cache.write_behind import WriteBehind, WriteOutcome, WriteRequest, wait_while_exists
 from actors.cache.write_policy import CopyState, EvictAction, QueueLimits, Verdict, on_evict, spill_order
 
 EXACT = "exact"
@@ -143,7 +143,7 @@ class CacheClient:
                 behind.name, behind.path or "", QueueLimits(config.write_behind_queue, config.write_behind_bytes),
                 send if send_threadsafe else None, self.counters, self.client_id,
                 ttl_s=config.reservation_ttl_s, fsync=config.fsync, nice=config.write_behind_nice,
-                hook=_gate(config.write_behind_gate) if config.write_behind_gate else None,
+                hook=wait_while_exists(config.write_behind_gate) if config.write_behind_gate else None,
             )
         self._send(m.Subscribe(self.client_id, os.getpid()))
 
@@ -610,16 +610,6 @@ class CacheClient:
             self.ram.clear()
         self._rows.clear()
         self._prefix = PrefixIndex(self.config.max_candidates)
-
-
-def _gate(path: str) -> Callable[[bytes], None]:
-    """``write_behind_gate``: a writer slowed from outside the process (tests of "never blocks")."""
-
-    def wait(_key: bytes) -> None:
-        while os.path.exists(path):
-            time.sleep(0.01)
-
-    return wait
 
 
 __all__ = ["FILE_TIERS", "CacheClient", "CacheError", "Hit", "Loaded", "SaveResult"]
