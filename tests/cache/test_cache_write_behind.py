@@ -37,6 +37,14 @@ def disk_rows(cfg: CacheConfig) -> list[str]:
     return [n for n in listing(cfg.tier("disk").path) if n.endswith(".kvc")]
 
 
+def ram_and_disk(make_config: Callable[..., CacheConfig], service: Callable[..., CacheService],
+                 **kw: object) -> tuple[CacheConfig, CacheService, CacheClient]:
+    """A ram tier in front of a disk tier (no ram_file), saves to ram, and one client."""
+    cfg = make_config(ram_file=None, default_tier="ram", **kw)
+    svc = service(cfg)
+    return cfg, svc, svc.client()
+
+
 class Gate:
     """Test hook: the writer thread waits here before each write until ``open``."""
 
@@ -52,9 +60,7 @@ class Gate:
 def test_a_ram_save_is_written_behind_and_listed_while_ram_keeps_serving(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram_file=None, default_tier="ram", write_behind=True)
-    svc = service(cfg)
-    c = svc.client()
+    cfg, svc, c = ram_and_disk(make_config, service, write_behind=True)
     key, kv, tokens = save(c, 1)
     assert c.flush_writes()
     assert disk_rows(cfg) == [row_name(key)]
@@ -73,9 +79,7 @@ def test_a_ram_save_is_written_behind_and_listed_while_ram_keeps_serving(
 def test_evicted_ram_rows_are_demoted_to_disk_not_dropped(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram=2 * ROW + 500, ram_file=None, default_tier="ram")  # write-behind off: demotion alone
-    svc = service(cfg)
-    c = svc.client()
+    cfg, svc, c = ram_and_disk(make_config, service, ram=2 * ROW + 500)  # write-behind off: demotion alone
     rows = [save(c, 10 + i) for i in range(4)]
     assert c.flush_writes()
     counters = svc.get_counters()
@@ -91,9 +95,7 @@ def test_evicted_ram_rows_are_demoted_to_disk_not_dropped(
 def test_without_a_file_tier_or_with_demotion_off_evictions_drop(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram=2 * ROW + 500, ram_file=None, default_tier="ram", demote_to_disk=False)
-    svc = service(cfg)
-    c = svc.client()
+    cfg, svc, c = ram_and_disk(make_config, service, ram=2 * ROW + 500, demote_to_disk=False)
     first = save(c, 20)
     for i in range(3):
         save(c, 21 + i)
@@ -107,9 +109,7 @@ def test_without_a_file_tier_or_with_demotion_off_evictions_drop(
 def test_a_row_written_behind_is_released_on_eviction_without_a_second_write(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram=2 * ROW + 500, ram_file=None, default_tier="ram", write_behind=True)
-    svc = service(cfg)
-    c = svc.client()
+    cfg, svc, c = ram_and_disk(make_config, service, ram=2 * ROW + 500, write_behind=True)
     rows = []
     for i in range(5):
         rows.append(save(c, 30 + i))
@@ -127,9 +127,7 @@ def test_a_row_written_behind_is_released_on_eviction_without_a_second_write(
 def test_a_save_returns_while_the_writer_is_stuck_and_a_full_queue_skips(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram_file=None, default_tier="ram", write_behind=True, write_behind_queue=2)
-    svc = service(cfg)
-    c = svc.client()
+    cfg, svc, c = ram_and_disk(make_config, service, write_behind=True, write_behind_queue=2)
     gate = Gate()
     assert c.behind is not None
     c.behind.hook = gate
@@ -153,9 +151,7 @@ def test_a_save_returns_while_the_writer_is_stuck_and_a_full_queue_skips(
 def test_a_demotion_pushes_out_a_queued_write_behind(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram=2 * ROW + 500, ram_file=None, default_tier="ram", write_behind=True, write_behind_queue=2)
-    svc = service(cfg)
-    c = svc.client()
+    _cfg, svc, c = ram_and_disk(make_config, service, ram=2 * ROW + 500, write_behind=True, write_behind_queue=2)
     gate = Gate()
     assert c.behind is not None
     c.behind.hook = gate
@@ -178,9 +174,7 @@ def test_a_demotion_pushes_out_a_queued_write_behind(
 def test_graceful_close_spills_ram_rows_and_a_restart_finds_them(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram_file=None, default_tier="ram")  # nothing written during the run
-    svc = service(cfg)
-    c = svc.client()
+    cfg, svc, c = ram_and_disk(make_config, service)  # nothing written during the run
     rows = [save(c, 60 + i) for i in range(3)]
     assert disk_rows(cfg) == []
     c.close(spill=True)
@@ -200,9 +194,7 @@ def test_graceful_close_spills_ram_rows_and_a_restart_finds_them(
 def test_a_spill_stops_at_its_budget_and_counts_what_it_left(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram_file=None, default_tier="ram", spill_budget_s=0.2)
-    svc = service(cfg)
-    c = svc.client()
+    _cfg, svc, c = ram_and_disk(make_config, service, spill_budget_s=0.2)
     for i in range(3):
         save(c, 70 + i)
     gate = Gate()  # never opened: the disk "hangs"
@@ -217,9 +209,7 @@ def test_a_spill_stops_at_its_budget_and_counts_what_it_left(
 def test_losing_the_file_copy_lists_the_ram_row_again(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram_file=None, default_tier="ram", write_behind=True)
-    svc = service(cfg)
-    c = svc.client()
+    cfg, svc, c = ram_and_disk(make_config, service, write_behind=True)
     key, kv, tokens = save(c, 80)
     assert c.flush_writes()
     assert svc.evict_bytes(1, ["disk"]).keys == (key,)  # the disk copy goes
@@ -236,9 +226,7 @@ def test_losing_the_file_copy_lists_the_ram_row_again(
 def test_ram_pressure_frees_written_rows_first_and_they_stay_on_disk(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram_file=None, default_tier="ram", write_behind=True)
-    svc = service(cfg)
-    c = svc.client()
+    _cfg, svc, c = ram_and_disk(make_config, service, write_behind=True)
     key, kv, tokens = save(c, 90)
     assert c.flush_writes()
     freed = svc.evict_bytes(1, ["ram"])
@@ -254,9 +242,7 @@ def test_ram_pressure_frees_written_rows_first_and_they_stay_on_disk(
 def test_a_copy_that_cannot_fit_its_tier_is_removed_and_the_ram_row_stays(
     make_config: Callable[..., CacheConfig], service: Callable[..., CacheService]
 ) -> None:
-    cfg = make_config(ram_file=None, disk=ROW // 2, default_tier="ram", write_behind=True)
-    svc = service(cfg)
-    c = svc.client()
+    cfg, svc, c = ram_and_disk(make_config, service, disk=ROW // 2, write_behind=True)
     _key, _, tokens = save(c, 95)
     assert c.flush_writes()
     assert disk_rows(cfg) == []
