@@ -1,0 +1,164 @@
+"""What the HTTP front door costs: exact-hit TTFT through HTTP vs through the Python API, and disconnect-to-idle.
+
+    .venv/bin/python bench/http_bench.py            # JSON report on stdout, bench/out/http.json, bench/out/http.png
+    .venv/bin/python bench/http_bench.py --quick    # a smoke-size run (code check, not a figure)
+
+One actor tree on the bundled model and the HTTP server beside it (as ``serve --http`` runs it).
+The same ~512-token chat prompt, saved once, is then an exact hit every time; each round measures,
+in alternating order, the time to the first model event for
+
+* ``python``: ``System.infer`` (the client inbox thread, then a queue),
+* ``http``: a raw streaming POST over a kept-alive connection (httpx): the server's asyncio bridge,
+  JSON and SSE framing, the socket,
+* ``openai``: the official ``openai`` client's streaming call (its own request building and parsing).
+
+Goal: ``http`` adds at most 2 ms over ``python`` (medians).  ``disconnect_to_idle``: a streaming
+client closes its connection mid-generation; time until the model's phase reads ``idle`` in shared
+memory (the request cancelled and its sequence freed); goal 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_util import SYSTEM_TEXT, competing, log, running_system, spread  # puts the repository on sys.path
+
+from actors.config import HttpSettings
+from actors.http.server import HttpServer
+from actors.model import messages as mm
+
+OUT = Path(__file__).resolve().parent / "out"
+MODEL = "smol"
+
+
+def python_ttft(system: Any, tokens: list[int]) -> float:
+    t0 = time.perf_counter()
+    stream = system.infer(MODEL, tokens, max_tokens=2)
+    first = None
+    for ev in stream:
+        if first is None and isinstance(ev, mm.TokenChunk):
+            first = time.perf_counter() - t0
+    assert stream.result is not None and stream.result.cache_hit_kind == "exact", stream.result
+    return first if first is not None else float("nan")
+
+
+def http_ttft(client: Any, url: str, body: dict[str, Any]) -> float:
+    t0 = time.perf_counter()
+    first = None
+    last = ""
+    with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: ") and first is None:
+                first = time.perf_counter() - t0  # the role chunk: sent on the first model event
+            if line.startswith("data: {"):
+                last = line
+    assert json.loads(last[6:]).get("usage") or "exact" in last, last
+    return first if first is not None else float("nan")
+
+
+def openai_ttft(oa: Any, messages: list[dict[str, str]]) -> float:
+    t0 = time.perf_counter()
+    first = None
+    kind = None
+    for chunk in oa.chat.completions.create(model=MODEL, messages=messages, max_tokens=2, temperature=0, stream=True):
+        if first is None:
+            first = time.perf_counter() - t0
+        kind = (getattr(chunk, "llama_actors", None) or {}).get("cache_hit_kind", kind)
+    assert kind == "exact", kind
+    return first if first is not None else float("nan")
+
+
+def disconnect_to_idle(system: Any, client: Any, url: str, body: dict[str, Any]) -> float:
+    with client.stream("POST", url + "/v1/chat/completions", json={**body, "max_tokens": 400}) as r:
+        lines = r.iter_lines()
+        for line in lines:
+            if '"content":"' in line and '"content":""' not in line:
+                break  # generating now
+        t0 = time.perf_counter()
+    # The measurement's own poll of shared memory (1 ms resolution), not a wait for a result.
+    while system.observe(MODEL).phase != "idle":
+        time.sleep(0.001)
+    return time.perf_counter() - t0
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no plot")
+        return
+    names = ["python", "http", "openai"]
+    med = [report["ttft_ms"][n]["median"] for n in names]
+    lo = [m - report["ttft_ms"][n]["p10"] for m, n in zip(med, names, strict=True)]
+    hi = [report["ttft_ms"][n]["p90"] - m for m, n in zip(med, names, strict=True)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(names, med, yerr=[lo, hi], capsize=6, color=["#4a7", "#47a", "#a74"])
+    ax.set_ylabel("exact-hit TTFT, ms (median, p10-p90)")
+    ax.set_title(f"{report['prompt_tokens']}-token prompt, SmolLM2-135M: HTTP adds "
+                 f"{report['http_overhead_ms']:.2f} ms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few rounds: checks the code, not a figure")
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    rounds = 4 if a.quick else a.rounds
+    import httpx
+    import openai
+
+    before = competing()
+    with running_system(None) as system:
+        system.load_model(MODEL, context={"n_ctx": 4096, "n_seq_max": 2, "n_threads": a.threads})
+        with HttpServer(system, HttpSettings(port=0)) as server, httpx.Client(timeout=120) as client:
+            messages = [{"role": "system", "content": SYSTEM_TEXT * 7}, {"role": "user", "content": "Open Sunday?"}]
+            tokens = system.apply_chat_template(MODEL, messages, tokenize=True)
+            body = {"model": MODEL, "messages": messages, "max_tokens": 2, "temperature": 0, "stream": True,
+                    "stream_options": {"include_usage": True}}
+            oa = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, http_client=client)
+            system.complete(MODEL, tokens, max_tokens=1)  # cold: saves the prompt row with its logits
+            for _ in range(2):  # warm every path once (connections, imports)
+                python_ttft(system, tokens), http_ttft(client, server.url, body), openai_ttft(oa, messages)
+            samples: dict[str, list[float]] = {"python": [], "http": [], "openai": []}
+            for i in range(rounds):
+                order = ["python", "http", "openai"] if i % 2 == 0 else ["openai", "http", "python"]
+                for name in order:
+                    if name == "python":
+                        samples[name].append(python_ttft(system, tokens))
+                    elif name == "http":
+                        samples[name].append(http_ttft(client, server.url, body))
+                    else:
+                        samples[name].append(openai_ttft(oa, messages))
+            idle = [disconnect_to_idle(system, client, server.url, body) for _ in range(3 if a.quick else 10)]
+    ttft = {k: spread(v, 1e3) for k, v in samples.items()}
+    report = {
+        "prompt_tokens": len(tokens), "rounds": rounds, "n_threads": a.threads, "quick": a.quick,
+        "ttft_ms": ttft,
+        "http_overhead_ms": round(ttft["http"]["median"] - ttft["python"]["median"], 3),
+        "openai_client_overhead_ms": round(ttft["openai"]["median"] - ttft["python"]["median"], 3),
+        "goal_http_overhead_ms": 2.0,
+        "disconnect_to_idle_ms": spread(idle, 1e3),
+        "goal_disconnect_to_idle_ms": 100.0,
+        "machine": {"before": before, "after": competing()},
+    }
+    if not a.quick:
+        OUT.mkdir(exist_ok=True)
+        (OUT / "http.json").write_text(json.dumps(report, indent=2) + "\n")
+        plot(report, OUT / "http.png")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
