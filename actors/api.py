@@ -397,7 +397,7 @@ class System:
 
     # ------------------------------------------------------------------ pass-throughs
 
-    def tokenize(self, model: str, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+    def tokenize(self, model: str, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return list(self._call(mm.Tokenize(model, _new_id(), text=text, add_special=add_special,
                                            parse_special=parse_special), 60.0).value)
 

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from actors.supervisor.runtime import alive, free_port, listener_pid, tree_pids
+from tests.test_docs import table_keys
 
 CLI = [sys.executable, "-m", "actors"]
 
@@ -295,6 +296,9 @@ def test_serve_load_complete_status_stop(daemon: int) -> None:
     r = cli("status", "--port", port)
     assert r.returncode == 0, r.stderr
     st = json.loads(r.stdout)
+    assert sorted(st) == sorted(table_keys("cli.md", "`status --port N` prints"))  # the documented keys
+    assert sorted(st["models"][0]) == sorted(table_keys("cli.md", "Each entry of `models`"))
+    assert sorted(st["observed"][0]) == sorted(table_keys("cli.md", "Each entry of `observed`"))
     assert [m["model_id"] for m in st["models"]] == ["smol"]
     assert st["observed"][0]["phase"] == "idle"
     assert st["cache"]["misses"] >= 1

@@ -191,6 +191,12 @@ def check_19(f: dict[str, str], out: str) -> None:
     assert f["identical replies"] == "True"
 
 
+def check_23(f: dict[str, str], out: str) -> None:
+    assert f["subscriber finish_reason"] == "length" and f["subscriber error"] == "None"
+    assert int(f["subscriber chunks"]) >= 1
+    assert f["same text as complete"] == "True"
+
+
 CHECKS: dict[str, Callable[[dict[str, str], str], None]] = {
     "00_cache_smoke.py": check_00,
     "01_one_shot.py": check_01,
@@ -208,6 +214,7 @@ CHECKS: dict[str, Callable[[dict[str, str], str], None]] = {
     "17_cache_delta.py": check_17,
     "18_cache_inspection.py": check_18,
     "19_memory_pressure.py": check_19,
+    "23_custom_subscriber.py": check_23,
 }
 
 
@@ -216,6 +223,20 @@ NUMBERED = sorted(p.name for p in EXAMPLES.glob("[0-9][0-9]_*.py"))
 
 def test_every_check_has_its_script() -> None:
     assert [s for s in CHECKS if s not in NUMBERED] == []
+
+
+def documented_files(doc: Path) -> dict[str, str]:
+    """The fenced python blocks of ``doc`` whose first line is ``# examples/<file>``, by file name."""
+    blocks = re.findall(r"^```python\n# (examples/\S+)\n(.*?)^```$", doc.read_text(), re.M | re.S)
+    return dict(blocks)
+
+
+def test_custom_subscriber_doc_is_the_example_that_runs() -> None:
+    """docs/features.md shows the subscriber and its driver as written; test_numbered_example runs them."""
+    shown = documented_files(EXAMPLES.parent / "docs" / "features.md")
+    assert set(shown) == {"examples/subscriber.py", "examples/23_custom_subscriber.py"}
+    for path, text in shown.items():
+        assert text == (EXAMPLES.parent / path).read_text(), f"docs/features.md differs from {path}"
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ All are small frozen dataclasses that pickle across thespian processes.
 A user's own thespian actor can drive a model with them:
 
 * send requests to the **model supervisor** (``TreeInfo.models`` from the
-  root supervisor, or ``System.addresses``); it tracks each request so a
+  root supervisor, ``System.tree.models`` in the client); it tracks each request so a
   crash of the model process still answers every caller, and forwards it
   to the model's current process;
 * every request carries ``req_id`` (unique per caller) and an explicit
@@ -151,9 +151,11 @@ class Evict(ModelRequest):
 
 @dataclass(frozen=True)
 class Tokenize(ModelRequest):
+    """Defaults as for a request's prompt (``GenOptions``), so a text tokenizes the same way in both."""
+
     text: str = ""
     add_special: bool = True
-    parse_special: bool = False
+    parse_special: bool = True
 
 
 @dataclass(frozen=True)

@@ -329,6 +329,14 @@ def test_draft_timeout_cancels_and_drains(feat: System) -> None:
 # --------------------------------------------------------------------------- introspection
 
 
+def test_tokenize_defaults_match_a_requests_prompt(feat: System) -> None:
+    text = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    tokens = feat.tokenize("smol", text)
+    assert len(tokens) < 12  # the chat markers are one special token each, as in a request
+    r = feat.complete("smol", text, max_tokens=1)
+    assert list(r.context_tokens[:len(tokens)]) == tokens
+
+
 def test_introspection(feat: System) -> None:
     models = feat.list_models()
     assert [m["model_id"] for m in models] == ["smol"] and models[0]["state"] == "ready"
