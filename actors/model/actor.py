@@ -193,18 +193,18 @@ class ModelActor(Actor):
             self._refuse_all(reason, detail)
             return
         try:
-            from actors.model.engine import Engine
+            from actors.model.engine import Engine, EngineHooks, EngineSettings
 
-            self.engine = Engine(
-                init.model_id, backend, self.outbox.post, lambda rid: self.outbox.post(sup, mm.RequestDone((rid,))),
-                cache=self.cache, prefill_chunk=init.config.prefill_chunk_size, obs=self.obs,
-                obs_slot=init.obs_slot if self.obs is not None else -1,
-                allow_debug_crash=init.config.allow_debug_crash, restarts=init.restarts,
-                policy=init.cache_config.policy if init.cache_config is not None else None,
-                markers=markers, thinking_key=init.thinking_key.reveal() if init.thinking_key else None,
-                embeddings=cfg.embeddings,
+            settings = EngineSettings(
+                init.model_id, policy=init.cache_config.policy if init.cache_config is not None else None,
+                prefill_chunk=cfg.prefill_chunk_size, allow_debug_crash=cfg.allow_debug_crash,
+                restarts=init.restarts, markers=markers,
+                thinking_key=init.thinking_key.reveal() if init.thinking_key else None, embeddings=cfg.embeddings)
+            hooks = EngineHooks(
+                done=lambda rid: self.outbox.post(sup, mm.RequestDone((rid,))),
                 adapters_changed=lambda specs: self.outbox.post(sup, mm.AdaptersChanged(init.model_id, specs)),
-            )
+                observe=self._observer(init.obs_slot))
+            self.engine = Engine(settings, backend, self.outbox.post, cache=self.cache, hooks=hooks)
             if init.adapters:
                 self.engine.restore_adapters(init.adapters)
         except Exception as e:
@@ -221,6 +221,18 @@ class ModelActor(Actor):
         self.outbox.post(sup, mm.ModelReady(init.model_id, os.getpid(), info,
                                             self.cache.client_id if self.cache is not None else None))
         self._loop()
+
+    def _observer(self, slot: int) -> Any:
+        """The engine's observable fields, written to this model's record of the shared-memory table."""
+        obs = self.obs
+        if obs is None or slot < 0:
+            return None
+
+        def observe(f: Any) -> None:
+            obs.update(slot, phase=f.phase, pending_len=f.pending_len, queue_depth=f.queue_depth, hit=f.hit,
+                       prefix_len=f.prefix_len)
+
+        return observe
 
     def _refuse_all(self, reason: str, detail: str) -> None:
         while True:

@@ -12,27 +12,46 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from actors.model.messages import CacheDelta, Completion, GenOptions
 from actors.model.output import OutputShaper
 from actors.model.scheduler import SeqWork
 
-PENDING = "pending"
-PREFILLING = "prefilling"
-GENERATING = "generating"
-DONE = "done"
 
-COMPLETE = "complete"
-INFER = "infer"
-PREFILL_ONLY = "prefill_only"
-CONTINUE = "continue"
+class Phase(str, Enum):
+    """Where one request is in its life (the model's own phase is ``scheduler.ModelPhase``)."""
+
+    PENDING = "pending"  # queued, waiting for a sequence
+    PREFILLING = "prefilling"  # admitted, prompt going into KV
+    GENERATING = "generating"  # prompt in, tokens coming out
+    DONE = "done"  # answered; nothing more is sent for it
+
+
+class Kind(str, Enum):
+    """Which request message started it: decides streaming, sampling and what ends it."""
+
+    COMPLETE = "complete"
+    INFER = "infer"
+    PREFILL_ONLY = "prefill_only"
+    CONTINUE = "continue"
+
+
+class HitKind(str, Enum):
+    """How the prompt's state was found (``Completion.cache_hit_kind`` carries the value)."""
+
+    COLD = "cold"
+    EXACT = "exact"
+    PARTIAL = "partial"
+    STICKY = "sticky"
+    CONTINUATION = "continuation"
 
 
 @dataclass(eq=False)
 class Request:
     req_id: str
-    kind: str
+    kind: Kind
     reply_to: Any
     stream: bool
     options: GenOptions
@@ -49,13 +68,13 @@ class Request:
     fingerprint: bytes = b""  # the model's effective fingerprint at admission (adapters folded in)
     deadline: float | None = None  # perf_counter time after which the request ends with "timeout"
     thinking_tokens: int = 0
-    hit_kind: str = "cold"
+    hit_kind: HitKind = HitKind.COLD
     read: int = 0
     saved: dict[int, bytes] = field(default_factory=dict)
     max_saved: int = 0
     last_saved: int = 0
     cancelled: bool = False
-    phase: str = PENDING
+    phase: Phase = Phase.PENDING
     t_submit: float = field(default_factory=time.perf_counter)
     t_admit: float = 0.0
     t_restore: float = 0.0
@@ -63,6 +82,7 @@ class Request:
     t_first: float = 0.0
     t_done: float = 0.0
     restore_s: float = 0.0
+    prompt_logits: bytes | None = None  # kept for the whole-prompt row until it is saved
 
     def __post_init__(self) -> None:
         if not self.prompt_len:
@@ -78,12 +98,12 @@ class Request:
 
     def work(self) -> SeqWork | None:
         """This request's wish for the next step (None: nothing to do)."""
-        if self.seq is None or self.phase in (PENDING, DONE):
+        if self.seq is None or self.phase in (Phase.PENDING, Phase.DONE):
             return None
         if self.pos < len(self.target):
             stop = self.boundary if self.boundary > self.pos else len(self.target)
             return SeqWork(self.seq, self.order, prefill=stop - self.pos)
-        if self.logits and self.kind != PREFILL_ONLY:
+        if self.logits and self.kind is not Kind.PREFILL_ONLY:
             return SeqWork(self.seq, self.order, decode=True)
         return None
 
@@ -136,7 +156,7 @@ class Request:
             context_tokens=context,
             committed_tokens=len(context),
             finish_key=self.saved.get(self.pos),
-            cache_hit_kind=self.hit_kind,
+            cache_hit_kind=self.hit_kind.value,
             finish_reason=finish_reason,
             cache_delta=CacheDelta(self.read, created),
             stats=stats,

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Literal
 
-IDLE = "idle"
-PREFILLING = "prefilling"
-GENERATING = "generating"
+
+class ModelPhase(str, Enum):
+    """The model's phase as observers see it (status, the shared-memory table, ``top``)."""
+
+    IDLE = "idle"
+    PREFILLING = "prefilling"
+    GENERATING = "generating"
 
 
 @dataclass(frozen=True)
@@ -83,15 +88,15 @@ def plan_batch(work: Iterable[SeqWork], n_batch: int, chunk: int) -> list[Planne
     return rows
 
 
-def phase_of(work: Iterable[SeqWork]) -> str:
+def phase_of(work: Iterable[SeqWork]) -> ModelPhase:
     """The model's phase: generating if any stream is decoding, else prefilling if any prompt is, else idle."""
     prefilling = False
     for w in work:
         if w.decode:
-            return GENERATING
+            return ModelPhase.GENERATING
         if w.prefill:
             prefilling = True
-    return PREFILLING if prefilling else IDLE
+    return ModelPhase.PREFILLING if prefilling else ModelPhase.IDLE
 
 
 def select_admissions(pending: Sequence[tuple[Hashable, bool]], free_slots: int) -> list[Hashable]:

@@ -10,7 +10,7 @@ from typing import Any
 from actors.cache.policy import SavePolicy
 from actors.model import messages as mm
 from actors.model.backend import StubBackend
-from actors.model.engine import Engine
+from actors.model.engine import Engine, EngineHooks, EngineSettings
 
 # Small rows are worth saving in tests: no trim, 8-token alignment.
 TEST_POLICY = SavePolicy(min_tokens=8, cold_min_tokens=8, cold_max_tokens=4096, continued_interval=0,
@@ -40,7 +40,8 @@ class Outbox:
 def make_engine(outbox: Outbox, cache: Any = None, policy: SavePolicy | None = TEST_POLICY,
                 chunk: int | None = None, **stub: Any) -> tuple[Engine, StubBackend]:
     backend = StubBackend(stub)
-    eng = Engine("m", backend, outbox.emit, outbox.done.append, cache=cache, policy=policy, prefill_chunk=chunk)
+    eng = Engine(EngineSettings("m", policy=policy, prefill_chunk=chunk), backend, outbox.emit, cache=cache,
+                 hooks=EngineHooks(done=outbox.done.append))
     return eng, backend
 
 

@@ -7,9 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.model.scheduler import (
-    GENERATING,
-    IDLE,
-    PREFILLING,
+    ModelPhase,
     SeqWork,
     default_chunk,
     phase_of,
@@ -90,9 +88,10 @@ def test_default_chunk() -> None:
 
 
 def test_phase() -> None:
-    assert phase_of([]) == IDLE
-    assert phase_of([SeqWork(0, 0, prefill=3)]) == PREFILLING
-    assert phase_of([SeqWork(0, 0, prefill=3), SeqWork(1, 1, decode=True)]) == GENERATING
+    assert phase_of([]) is ModelPhase.IDLE
+    assert phase_of([SeqWork(0, 0, prefill=3)]) is ModelPhase.PREFILLING
+    assert phase_of([SeqWork(0, 0, prefill=3), SeqWork(1, 1, decode=True)]) is ModelPhase.GENERATING
+    assert phase_of([]) == "idle"  # observers (status JSON, the shared-memory table) see the plain value
 
 
 @given(st.lists(st.booleans(), max_size=20), st.integers(0, 8))
