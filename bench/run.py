@@ -6,8 +6,9 @@ lookup and per-tier restore bandwidth against memcpy, time to first token cold
 vs warm per tier on the raw binding, llama-cpp-python (same llama.cpp commit,
 its RAM and disk caches), and the actor runtime: its overheads
 (actor_bench.py), TTFT per cache mode and cache on vs off
-(actor_modes_bench.py), concurrent agents (agents_bench.py) and a multi-turn
-chat (chat_bench.py).  Each section is its own process, so a crash in one
+(actor_modes_bench.py), concurrent agents (agents_bench.py), a multi-turn
+chat (chat_bench.py) and how many warm replies equal a cold replay, per cache
+hit kind (determinism_bench.py).  Each section is its own process, so a crash in one
 leaves no state in the next.
 
 ``--smoke`` shrinks every size so CI proves the harness still works; its
@@ -501,6 +502,12 @@ def readme_table(report: dict[str, Any]) -> str:
                      " / ".join(f"{chat[x]['prompt_tokens_computed']['median']:.0f}" for x in order), ""))
         rows.append((f"{report['chat']['turns']}-turn chat, total wall time: " + " / ".join(order),
                      " / ".join(f"{chat[x]['wall_s']['median']:.1f} s" for x in order), ""))
+    det = _get(report, "determinism", "kinds")
+    if det:
+        ks = [k for k in ("exact", "partial", "sticky", "continuation") if k in det]
+        rows.append((f"{report['determinism']['turns']}-turn chat, replies identical to a cold replay: "
+                     + " / ".join(ks), " / ".join(f"{det[k]['identical']}/{det[k]['replies']}" for k in ks),
+                     "exact: all"))
     decode = _get(report, "actor", "decode")
     if decode:
         ks = sorted(decode, key=int, reverse=True)
@@ -553,7 +560,7 @@ def write_readme(block: str) -> None:
 # --------------------------------------------------------------------------- main
 
 
-SECTIONS = ("native", "cache", "ttft", "peers", "actor", "actor_modes", "agents", "chat")
+SECTIONS = ("native", "cache", "ttft", "peers", "actor", "actor_modes", "agents", "chat", "determinism")
 
 
 def main() -> None:
@@ -613,6 +620,8 @@ def main() -> None:
             lambda: run_script("actor_modes_bench.py", smoke))
     section("agents", "actor runtime: concurrent agents", lambda: run_script("agents_bench.py", smoke))
     section("chat", "actor runtime: multi-turn chat", lambda: run_script("chat_bench.py", smoke))
+    section("determinism", "actor runtime: warm replies vs cold replays, per hit kind",
+            lambda: run_script("determinism_bench.py", smoke))
     report["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.only:
         report["total_s"] = round(time.perf_counter() - t_start, 1)
