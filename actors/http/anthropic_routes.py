@@ -12,7 +12,7 @@ from starlette.routing import Route
 from actors.http import anthropic_wire as wire
 from actors.http import sse
 from actors.http.errors import ApiError
-from actors.http.respond import EventStream, count, error_response, read_json, session_of, stream_error
+from actors.http.respond import Generation, count, error_response, read_json, serve_generation, session_of, stream_error
 from actors.http.service import Gateway, Prepared
 
 ENDPOINT = "messages"
@@ -31,28 +31,12 @@ async def _events(gw: Gateway, p: Prepared) -> AsyncIterator[bytes]:
         yield stream_error(e, "anthropic")
 
 
+MESSAGES = Generation("anthropic", ENDPOINT, lambda body, req: wire.messages_call(body, session_of(req)), _events,
+                      wire.message_response)
+
+
 async def messages(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
-    release = None
-    try:
-        call = wire.messages_call(await read_json(request), session_of(request))
-        gw.check_model(call.model)
-        release = gw.acquire(call.model)
-        p = await gw.prepare(call)
-        if call.stream:
-            count(request, ENDPOINT, 200)
-            stream = EventStream(_events(gw, p), release)
-            release = None
-            return stream
-        result = await gw.complete(p, ENDPOINT)
-        count(request, ENDPOINT, 200)
-        return JSONResponse(wire.message_response(call, result, p.prompt_tokens, p.rid))
-    except ApiError as e:
-        count(request, ENDPOINT, e.status)
-        return error_response(e, "anthropic")
-    finally:
-        if release is not None:
-            release()
+    return await serve_generation(request, MESSAGES)
 
 
 async def count_tokens(request: Request) -> Response:

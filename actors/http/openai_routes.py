@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -12,11 +11,9 @@ from starlette.routing import Route
 
 from actors.http import openai_wire as wire
 from actors.http import sse
-from actors.http.calls import GenCall
 from actors.http.errors import ApiError
-from actors.http.respond import EventStream, count, error_response, read_json, session_of, stream_error
+from actors.http.respond import Generation, count, error_response, read_json, serve_generation, session_of, stream_error
 from actors.http.service import Gateway, Prepared
-from actors.model import messages as mm
 
 
 def _gw(request: Request) -> Gateway:
@@ -35,37 +32,22 @@ async def _events(gw: Gateway, p: Prepared, endpoint: str, text_completion: bool
     yield sse.DONE
 
 
-async def _generate(request: Request, endpoint: str, parse: Callable[..., GenCall],
-                    respond: Callable[[GenCall, mm.Completion, int, str], dict[str, Any]]) -> Response:
-    gw = _gw(request)
-    release = None
-    try:
-        call = parse(await read_json(request), gw.settings.default_max_tokens, session_of(request))
-        gw.check_model(call.model)
-        release = gw.acquire(call.model)
-        p = await gw.prepare(call)
-        if call.stream:
-            count(request, endpoint, 200)
-            stream = EventStream(_events(gw, p, endpoint, respond is wire.completion_response), release)
-            release = None  # the stream owns it now
-            return stream
-        result = await gw.complete(p, endpoint)
-        count(request, endpoint, 200)
-        return JSONResponse(respond(call, result, p.prompt_tokens, p.rid))
-    except ApiError as e:
-        count(request, endpoint, e.status)
-        return error_response(e, "openai")
-    finally:
-        if release is not None:
-            release()
+CHAT = Generation("openai", "chat.completions",
+                  lambda body, req: wire.chat_call(body, _gw(req).settings.default_max_tokens, session_of(req)),
+                  lambda gw, p: _events(gw, p, "chat.completions", text_completion=False), wire.chat_response)
+COMPLETIONS = Generation("openai", "completions",
+                         lambda body, req: wire.completion_call(body, _gw(req).settings.default_max_tokens,
+                                                                session_of(req)),
+                         lambda gw, p: _events(gw, p, "completions", text_completion=True),
+                         wire.completion_response)
 
 
 async def chat_completions(request: Request) -> Response:
-    return await _generate(request, "chat.completions", wire.chat_call, wire.chat_response)
+    return await serve_generation(request, CHAT)
 
 
 async def completions(request: Request) -> Response:
-    return await _generate(request, "completions", wire.completion_call, wire.completion_response)
+    return await serve_generation(request, COMPLETIONS)
 
 
 async def embeddings(request: Request) -> Response:

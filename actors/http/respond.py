@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from actors.http import sse
+from actors.http.calls import GenCall
 from actors.http.errors import ApiError, anthropic_body, anthropic_status, openai_body
+from actors.http.service import Gateway, Prepared
+from actors.model import messages as mm
 
 MAX_BODY = 32 << 20
 SESSION_HEADERS = ("x-session-id", "x-llama-actors-session")
@@ -90,4 +94,42 @@ class EventStream(StreamingResponse):
             raise results[0]  # a bug in the stream itself, not a client that left
 
 
-__all__ = ["EventStream", "count", "error_response", "read_json", "session_of", "stream_error"]
+@dataclass(frozen=True)
+class Generation:
+    """How one API serves a generation route: its name (error shape), body parser, stream and reply."""
+
+    api: str
+    endpoint: str
+    parse: Callable[[Any, Request], GenCall]
+    events: Callable[[Gateway, Prepared], AsyncIterator[bytes]]
+    reply: Callable[[GenCall, mm.Completion, int, str], dict[str, Any]]
+
+
+async def serve_generation(request: Request, g: Generation) -> Response:
+    """The one path of every generation route: parse, check the model, take a place in its queue
+    (429 when full), render the prompt, then stream or answer once; errors in the API's shape."""
+    gw: Gateway = request.app.state.gateway
+    release = None
+    try:
+        call = g.parse(await read_json(request), request)
+        gw.check_model(call.model)
+        release = gw.acquire(call.model)
+        p = await gw.prepare(call)
+        if call.stream:
+            count(request, g.endpoint, 200)
+            stream = EventStream(g.events(gw, p), release)
+            release = None  # the stream owns the place now, and gives it back however it ends
+            return stream
+        result = await gw.complete(p, g.endpoint)
+        count(request, g.endpoint, 200)
+        return JSONResponse(g.reply(call, result, p.prompt_tokens, p.rid))
+    except ApiError as e:
+        count(request, g.endpoint, e.status)
+        return error_response(e, g.api)
+    finally:
+        if release is not None:
+            release()
+
+
+__all__ = ["EventStream", "Generation", "count", "error_response", "read_json", "serve_generation", "session_of",
+           "stream_error"]

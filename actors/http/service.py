@@ -104,7 +104,6 @@ class Gateway:
         return tuple((await self.bridge.call(msg, 60.0)).value)
 
     async def prepare(self, call: GenCall) -> Prepared:
-        self.check_model(call.model)
         if isinstance(call.prompt, ChatPrompt):
             tokens = await self.render(call.model, call.prompt)
             return Prepared(call, tokens, len(tokens), new_id())
