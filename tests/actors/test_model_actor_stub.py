@@ -365,7 +365,8 @@ def test_two_models_on_one_file_each_get_ram_hits(tmp_path: Path) -> None:
     """Same weights, same layout, same keys: each model process keeps its own ram copy."""
     from tests.actors.conftest import running_system
 
-    with running_system(tmp_path, default_tier="ram") as s:
+    # Without write-behind: with it, b may hit a's copy in ram_file first (what kind depends on timing).
+    with running_system(tmp_path, default_tier="ram", write_behind=False) as s:
         cfg = {"n_seq_max": 2, "n_batch": 64}
         s.load_model("a", backend="stub", stub=cfg)
         s.load_model("b", backend="stub", stub=cfg)
