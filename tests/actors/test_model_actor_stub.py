@@ -88,9 +88,7 @@ def test_early_exit_cancels_and_fifo_pending_visible(stub_system: System) -> Non
     streams = [s.infer("stub", f"prompt {i}", max_tokens=300) for i in range(6)]
     first = iter(streams[0])
     next(first)
-    deadline = time.monotonic() + 5
-    while s.observe("stub").pending_len != 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: s.observe("stub").pending_len == 2, timeout=5)
     assert s.observe("stub").pending_len == 2 and s.observe("stub").queue_depth == 4
     for st in streams:
         st.close()
@@ -257,19 +255,30 @@ def test_cache_meta_crash_restarts_cache_and_models_rebind(tmp_path: Path) -> No
         import signal
 
         os.kill(meta_pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def new_meta() -> Any:
             info = runtime.ask(s.asys, s.tree.root, sm.TreeInfoReq("i"), 10)
-            if info.meta is not None and info.meta != s.tree.meta:
-                break
-            time.sleep(0.05)
-        assert info.meta != s.tree.meta
+            return info if info.meta is not None and info.meta != s.tree.meta else None
+
+        info = wait_until(new_meta, timeout=10)
+        assert info is not None and info.meta != s.tree.meta
         prompt = "rows saved after the cache restart " * 3
         s.prefill_only("m", prompt)
         runtime.ask(s.asys, info.meta, cm.WaitIdle("idle"), 30)
         # the new meta's publish notice reaches the model's own index (an inspection: counts nothing)
         assert wait_until(lambda: s.list_cached_prefixes("m", prompt)["kind"] == "exact")
         assert s.complete("m", prompt, max_tokens=2).cache_hit_kind == "exact"
+
+
+def children(s: System, sup: Any) -> Any:
+    """A supervisor's ``Children`` reply (its children's addresses, its restart count)."""
+    return runtime.ask(s.asys, sup, sm.WhichChildren("c"), 10)
+
+
+def restarted(s: System, sup: Any) -> Any:
+    """The supervisor's ``Children`` once it has restarted a child, None before."""
+    c = children(s, sup)
+    return c if c.restarts else None
 
 
 @pytest.mark.timeout(120)
@@ -283,15 +292,12 @@ def test_generic_supervisor_strategies(stub_system: System, strategy: str, expec
     s = stub_system
     sup = s.asys.createActor(toy.ToySup)
     s.asys.tell(sup, toy.ToyStart(strategy, 5))
-    before = runtime.ask(s.asys, sup, sm.WhichChildren("c"), 10).children
+    assert wait_until(lambda: {"w0", "w1", "w2"} <= set(children(s, sup).children))  # started
+    before = children(s, sup).children
     pid = runtime.ask(s.asys, before["w1"], toy.Pid("p"), 10).pid
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        after = runtime.ask(s.asys, sup, sm.WhichChildren("c"), 10)
-        if after.restarts:
-            break
-        time.sleep(0.02)
+    after = wait_until(lambda: restarted(s, sup), timeout=10)
+    assert after is not None
     changed = {c for c in before if after.children.get(c) != before[c]}
     assert changed == expect_restarted
     for addr in after.children.values():
@@ -309,25 +315,18 @@ def test_intensity_exceeded_escalates_to_parent(stub_system: System) -> None:
     s = stub_system
     root = s.asys.createActor(toy.ToyRoot)
     s.asys.tell(root, toy.ToyStart("one_for_one", 1, n_children=2))
-
-    def children(sup: Any) -> Any:
-        return runtime.ask(s.asys, sup, sm.WhichChildren("c"), 10)
-
-    sup0 = wait_until(lambda: children(root).children.get("sup"))
-    assert wait_until(lambda: set(children(sup0).children) == {"w0", "w1"})
+    sup0 = wait_until(lambda: children(s, root).children.get("sup"))
+    assert wait_until(lambda: set(children(s, sup0).children) == {"w0", "w1"})
     for kill in range(2):  # the second kill within the window exceeds max_restarts=1
-        kids = children(sup0).children
+        kids = children(s, sup0).children
         os.kill(runtime.ask(s.asys, kids["w0"], toy.Pid("p"), 10).pid, signal.SIGKILL)
         if kill == 0:  # the first kill is restarted by sup0 itself
-            assert wait_until(lambda: children(sup0).restarts == 1)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        top = runtime.ask(s.asys, root, sm.WhichChildren("c"), 10)
-        if top.restarts:
-            break
-        time.sleep(0.05)
+            assert wait_until(lambda: children(s, sup0).restarts == 1)
+    top = wait_until(lambda: restarted(s, root), timeout=10)
+    assert top is not None
     assert top.restarts == 1 and top.children["sup"] != sup0  # the sub-supervisor exited and was restarted
-    kids = runtime.ask(s.asys, top.children["sup"], sm.WhichChildren("c"), 10)
+    assert wait_until(lambda: set(children(s, top.children["sup"]).children) == {"w0", "w1"})  # restarted anew
+    kids = children(s, top.children["sup"])
     assert set(kids.children) == {"w0", "w1"} and not kids.escalated
     from thespian.actors import ActorExitRequest
 
