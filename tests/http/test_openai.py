@@ -70,6 +70,22 @@ def test_repeated_prefix_reports_cached_tokens(client: openai.OpenAI) -> None:
     assert turn2.usage.prompt_tokens_details.cached_tokens >= 32
 
 
+def test_session_header_keeps_the_conversation_live(client: openai.OpenAI, served: Served) -> None:
+    msgs = chat("Do you rent ladders?")
+    headers = {"X-Session-Id": "http-test-session"}
+    try:
+        first = client.chat.completions.create(model="smol", messages=msgs, max_tokens=8, temperature=0,
+                                               extra_headers=headers)
+        more = [*msgs, {"role": "assistant", "content": first.choices[0].message.content},
+                {"role": "user", "content": "How much?"}]
+        second = client.chat.completions.create(model="smol", messages=more, max_tokens=8, temperature=0,
+                                                extra_headers=headers)
+        assert second.llama_actors["cache_hit_kind"] == "sticky"  # the pinned sequence, only the suffix prefilled
+        assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+    finally:
+        served.system.end_session("smol", "http-test-session")
+
+
 def test_greedy_reply_over_http_equals_python_api(client: openai.OpenAI, served: Served) -> None:
     msgs = chat("Name one thing you rent out.")
     http = client.chat.completions.create(model="smol", messages=msgs, max_tokens=20, temperature=0)

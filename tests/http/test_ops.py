@@ -142,8 +142,16 @@ def test_no_socket_off_loopback(served: Served) -> None:
         HttpServer(served.system, HttpSettings(bind="0.0.0.0", port=0))
 
 
-def test_api_keys_guard_both_apis(served: Served) -> None:
-    with HttpServer(served.system, HttpSettings(port=0, api_keys=(Secret(b"sk-test"),))) as guarded:
+def test_api_keys_and_cors_guard_both_apis(served: Served) -> None:
+    settings = HttpSettings(port=0, api_keys=(Secret(b"sk-test"),), cors_origins=("http://app.example",))
+    with HttpServer(served.system, settings) as guarded:
+        pre = httpx.options(guarded.url + "/v1/chat/completions", timeout=30, headers={
+            "Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://app.example"
+        other = httpx.options(guarded.url + "/v1/chat/completions", timeout=30, headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers
         r = httpx.post(guarded.url + "/v1/chat/completions", json={}, timeout=30)
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
         r = httpx.post(guarded.url + "/v1/messages", json={}, timeout=30)

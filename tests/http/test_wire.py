@@ -281,6 +281,23 @@ def test_error_bodies_per_api() -> None:
     assert from_reason("model_crashed").status == 500 and from_reason("something_new").status == 500
 
 
+def test_http_config_table() -> None:
+    from actors.config import ConfigError, parse_config
+
+    c = parse_config({"http": {"bind": "0.0.0.0", "port": 9000, "api_keys": ["k1"], "queue_limit": 3,
+                               "queue_limits": {"smol": 1}, "cors_origins": ["http://a"], "retry_after_s": 2}})
+    h = c.http
+    assert (h.bind, h.port, h.queue_limit, dict(h.queue_limits), h.cors_origins, h.retry_after_s) == (
+        "0.0.0.0", 9000, 3, {"smol": 1}, ("http://a",), 2)
+    assert [k.reveal() for k in h.api_keys] == [b"k1"] and "k1" not in repr(h)  # keys never printed
+    assert parse_config({}).http is None
+    for bad, key in (({"port": "x"}, "http.port"), ({"queue_limit": 0}, "http.queue_limit"),
+                     ({"api_keys": "k"}, "http.api_keys"), ({"nope": 1}, "http")):
+        with pytest.raises(ConfigError) as e:
+            parse_config({"http": bad})
+        assert str(e.value).startswith(key)
+
+
 def test_bind_rules() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.1.2.3")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("example.org")
