@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -19,6 +19,7 @@ from actors.http.service import Gateway, Prepared
 from actors.model import messages as mm
 
 MAX_BODY = 32 << 20
+T = TypeVar("T")
 SESSION_HEADERS = ("x-session-id", "x-llama-actors-session")
 
 
@@ -74,12 +75,8 @@ class EventStream(StreamingResponse):
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def client_gone() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
         stream = asyncio.ensure_future(self.stream_response(send))
-        watch = asyncio.ensure_future(client_gone())
+        watch = asyncio.ensure_future(client_gone(receive))
         try:
             await asyncio.wait({stream, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -92,6 +89,27 @@ class EventStream(StreamingResponse):
                 self._on_close()
         if isinstance(results[0], Exception) and not isinstance(results[0], OSError):
             raise results[0]  # a bug in the stream itself, not a client that left
+
+
+async def client_gone(receive: Receive) -> None:
+    """Returns when the client disconnects (the request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None when the client disconnects first; then ``work`` is cancelled, which
+    cancels the model request (a non-streaming client that gave up must not keep a sequence busy)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(client_gone(request.receive))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, watch, return_exceptions=True)
+    return None if task.cancelled() else task.result()
 
 
 @dataclass(frozen=True)
@@ -120,7 +138,10 @@ async def serve_generation(request: Request, g: Generation) -> Response:
             stream = EventStream(g.events(gw, p), release)
             release = None  # the stream owns the place now, and gives it back however it ends
             return stream
-        result = await gw.complete(p, g.endpoint)
+        result = await unless_client_leaves(request, gw.complete(p, g.endpoint))
+        if result is None:
+            count(request, g.endpoint, 499)  # the client went away; nothing to answer
+            return Response(status_code=499)
         count(request, g.endpoint, 200)
         return JSONResponse(g.reply(call, result, p.prompt_tokens, p.rid))
     except ApiError as e:

@@ -107,6 +107,13 @@ def test_client_disconnect_cancels_the_request(served: Served, path: str) -> Non
     wait_for(lambda: idle(served, "stub"), timeout=10.0, what="stub idle after the disconnect")
 
 
+def test_a_plain_request_whose_client_gives_up_is_cancelled(served: Served) -> None:
+    body = {"model": "stub", "messages": [{"role": "user", "content": "go"}], **LONG}
+    with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes its connection
+        httpx.post(served.url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=0.5))
+    wait_for(lambda: idle(served, "stub"), timeout=10.0, what="stub idle after the client gave up")
+
+
 def test_killed_model_ends_the_stream_with_an_error(served: Served) -> None:
     c = openai.OpenAI(base_url=served.url + "/v1", api_key="x", max_retries=0, timeout=60)
     entry = next(m for m in served.system.models() if m["model_id"] == "crashy")
