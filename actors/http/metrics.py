@@ -80,8 +80,9 @@ class Metrics:
                                 ["endpoint", "status"], registry=r)
         self.rejected = Counter("llama_actors_http_rejected", "requests refused by a full model queue (429)",
                                 ["model"], registry=r)
-        self.ttft = Histogram("llama_actors_http_ttft_seconds", "request received to first token, at the server",
-                              ["model", "endpoint"], buckets=_TTFT_BUCKETS, registry=r)
+        self.ttft = Histogram("llama_actors_http_ttft_seconds",
+                              "prompt sent to the model to its first event, at the server", ["model", "endpoint"],
+                              buckets=_TTFT_BUCKETS, registry=r)
         self.decode_rate = Histogram("llama_actors_decode_tokens_per_second", "decode rate per request",
                                      ["model"], buckets=_RATE_BUCKETS, registry=r)
         self.tokens = Counter("llama_actors_tokens", "tokens in (prompt) and out (generated)",
