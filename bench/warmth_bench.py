@@ -198,7 +198,8 @@ def run(script: ChatScript, reps: int, setups: tuple[str, ...], nice: int | None
         for s in report["setups"].values():
             s["evaluated_vs_ram"] = round(s["evaluated"]["median"] / max(base["evaluated"]["median"], 1), 4)
             s["wall_vs_ram"] = round(s["wall_s"]["median"] / base["wall_s"]["median"], 4)
-        # Greedy and exact hits: every setup must give the same replies as the reference.
+        # Informational, not a goal: a partial hit may restore another row holding the same tokens
+        # (computed with another batch shape), and llama.cpp's sums depend on the batch shape.
         report["same_replies_as_ram"] = {s: runs[s][-1]["replies"] == runs["ram"][-1]["replies"] for s in setups}
     report["goals"] = {
         "ram32_disk evaluated <= 1.05x ram": report["setups"].get("ram32_disk", {}).get("evaluated_vs_ram"),
