@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -67,17 +66,8 @@ def test_daemon_other_shells_attach_and_stop(tmp_path: Path) -> None:
                              env=env, cwd=ROOT, start_new_session=True)
     pids: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while runtime.listener_pid(port) is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with System.attach(port) as system:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    system.models()
-                    break
-                except Exception:
-                    time.sleep(0.2)
+        assert runtime.wait_listener(port, 60) is not None  # the admin is up
+        with System.attach(port) as system:  # attach waits until the tree reports it is running
             system.load_model("stub", backend="stub")
             pids = system.pids()
         # attaching and detaching did not stop anything; another shell uses it, and reads obs without messages
