@@ -66,7 +66,7 @@ def test_the_error_names_the_key_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("data", "expected"), [
-    ({"nodes": {}}, "nodes: unknown key (known: cache, models, node, pressure)"),
+    ({"nodes": {}}, "nodes: unknown key (known: cache, http, models, node, pressure)"),
     ({"node": {"port": 1}}, "node.port: unknown key"),
     ({"node": {"admin_port": "7700"}}, 'node.admin_port: expected an integer, got "7700"'),
     ({"node": {"admin_port": 1900}}, "node.admin_port: 1900 is thespian's default"),
