@@ -47,11 +47,14 @@ class ConfigError(ReasonError, ValueError):
 class ErrorReply:
     """An actor's answer to a request it could not serve.
 
-    ``reason`` is machine-readable. The model actor and its supervisor use
-    ``model_crashed``, ``no_such_model``, ``model_failed``, ``model_stopping``,
-    ``model_unloaded``, ``model_exists``, ``not_ready``, ``sticky_busy``,
-    ``no_session``, ``session_pool_full``, ``context_overflow``,
-    ``bad_option``, ``bad_request``, ``debug_disabled`` and
+    ``reason`` is machine-readable. The model actor and its supervisor use,
+    among others, ``model_crashed``, ``no_such_model``, ``model_failed``,
+    ``model_stopping``, ``model_unloaded``, ``model_exists``, ``not_ready``,
+    ``busy``, ``sticky_busy``, ``no_session``, ``session_pool_full``,
+    ``context_overflow``, ``batch_overflow``, ``bad_token``, ``bad_option``,
+    ``bad_request``, ``debug_disabled``, ``embeddings_disabled``, the adapter
+    reasons (``no_such_adapter``, ``adapter_exists``, ``no_such_file``), the
+    native binding's reasons (``actors.model.errors.STATUS``) and
     ``internal_error``; the cache uses ``not_ready``, ``bad_request``,
     ``bad_option`` and ``bad_config``. ``detail`` says what happened, for a person.
     """
