@@ -192,6 +192,8 @@ def completion_call(body: Any, default_max_tokens: int, session: str | None = No
 
 
 def usage(result: mm.Completion, prompt_tokens: int) -> dict[str, Any]:
+    """``prompt_tokens``: the model's own count (a text prompt is tokenized there), else what was sent."""
+    prompt_tokens = int(result.stats.get("prompt_tokens") or prompt_tokens)
     out = len(result.generated)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": out, "total_tokens": prompt_tokens + out,
             "prompt_tokens_details": {"cached_tokens": result.cache_delta.read}}

@@ -149,6 +149,7 @@ def test_completions_text_and_token_prompts(client: openai.OpenAI, served: Serve
     r = client.completions.create(model="smol", prompt=prompt, max_tokens=8, temperature=0)
     assert r.choices[0].text == served.system.complete("smol", prompt, max_tokens=8).reply
     ids = served.system.tokenize("smol", prompt)
+    assert r.usage.prompt_tokens == len(ids) and 0 < r.usage.completion_tokens <= 8
     r2 = client.completions.create(model="smol", prompt=ids, max_tokens=8, temperature=0)
     assert r2.choices[0].text == r.choices[0].text and r2.usage.prompt_tokens == len(ids)
     streamed = "".join(c.choices[0].text for c in client.completions.create(
