@@ -39,6 +39,8 @@ class Prepared:
 
 
 class Gateway:
+    """What the routes call: one per server, on its event loop (so ``in_flight`` needs no lock)."""
+
     def __init__(self, system: System, settings: HttpSettings) -> None:
         self.system = system
         self.settings = settings
