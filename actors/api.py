@@ -79,17 +79,23 @@ def _new_id() -> str:
 
 
 class _Receiver:
-    """The client's one inbox: a thread that always listens and routes replies by ``req_id``.
+    """The client's one inbox: it always listens and routes replies by ``req_id``.
 
-    Every request names this endpoint as ``reply_to``.  Because it is
-    always listening, a sender never waits on us for its acknowledgement
-    (thespian's TCP transport holds a message until the receiver reads
-    it), and a late message for a finished request is simply dropped.
-    Sends go through a separate private context per calling thread.
+    Two doors, one routing table.  Every request names the thespian
+    endpoint as ``reply_to`` (actors that answer by address, and the
+    supervisor's ``model_crashed``), and model requests also carry the
+    client's :class:`~actors.model.local_inbox.LocalInbox`: a model on this
+    host writes the request's tokens and reply into that Unix socket, with
+    no thespian acknowledgement per token.  Because both are always read,
+    a sender never waits on us, and a late message for a finished request
+    is simply dropped.  Sends go through a separate private context per
+    calling thread.
     """
 
     def __init__(self, asys: Any) -> None:
         from thespian.actors import ExternalContext
+
+        from actors.model.local_inbox import InboxServer
 
         self._asys = asys
         self.ctx = ExternalContext(asys._systemBase.external_clone())
@@ -99,6 +105,7 @@ class _Receiver:
         self._stop = threading.Event()
         self._local = threading.local()
         self._senders: list[Any] = []
+        self.local = InboxServer(self._route, fallback=self.address)
         self.thread = threading.Thread(target=self._run, name="llama-actors-client-inbox", daemon=True)
         self.thread.start()
 
@@ -111,14 +118,20 @@ class _Receiver:
                     return
                 time.sleep(0.05)
                 continue
-            if msg is None:
-                continue
-            with self._lock:
-                q = self._queues.get(getattr(msg, "req_id", None))
-            if q is not None:
-                q.put(msg)
+            if msg is not None:
+                self._route(msg)
+
+    def _route(self, msg: Any) -> None:
+        with self._lock:
+            q = self._queues.get(getattr(msg, "req_id", None))
+        if q is not None:
+            q.put(msg)
 
     def open(self, req_id: str, sink: Any = None) -> None:
+        """Route ``req_id``'s replies to ``sink.put(msg)`` (default: a queue ``recv`` reads).
+
+        ``sink.put`` runs on the inbox thread and must not block (``actors.http.bridge``
+        hands each message to an asyncio loop with ``call_soon_threadsafe``)."""
         with self._lock:
             self._queues[req_id] = queue.SimpleQueue() if sink is None else sink
 
@@ -137,6 +150,8 @@ class _Receiver:
             raise TimeoutError(f"no reply for request {req_id} within {timeout}s") from None
 
     def send(self, addr: Any, msg: Any) -> None:
+        if isinstance(msg, mm.ModelRequest) and msg.inbox is None and msg.reply_to == self.address:
+            msg = replace(msg, inbox=self.local.address)
         ctx = getattr(self._local, "ctx", None)
         if ctx is None:
             from thespian.actors import ExternalContext
@@ -150,6 +165,7 @@ class _Receiver:
     def close(self) -> None:
         self._stop.set()
         self.thread.join(2.0)
+        self.local.close()
         with self._lock:
             senders, self._senders = self._senders, []
         for ctx in [*senders, self.ctx]:

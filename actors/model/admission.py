@@ -92,7 +92,7 @@ class Admission:
             raise RequestError(e.reason, e.detail) from None
         shaper = OutputShaper(self.markers, thinking=opts.thinking == "enabled" and self.markers.has_thinking,
                               stops=tuple(opts.stop_sequences), key=self.thinking_key)
-        req = Request(msg.req_id, kind, msg.reply_to, stream, opts, target, next(self._order), sampler=sampler,
+        req = Request(msg.req_id, kind, msg.reply_dest, stream, opts, target, next(self._order), sampler=sampler,
                       shaper=shaper, fingerprint=self.backend.fingerprint)
         if opts.timeout_s is not None:
             req.deadline = req.t_submit + float(opts.timeout_s)

@@ -147,7 +147,7 @@ class Engine:
     def handle(self, msg: Any) -> None:
         """Apply one command (a request message from ``actors.model.messages``)."""
         req_id = getattr(msg, "req_id", "")
-        reply_to = getattr(msg, "reply_to", None)
+        reply_to = msg.reply_dest if isinstance(msg, mm.ModelRequest) else getattr(msg, "reply_to", None)
         try:
             self._dispatch(msg)
         except (RequestError, LlamaError) as e:
@@ -166,7 +166,7 @@ class Engine:
             self.hooks.done(req_id)
 
     def _value(self, msg: Any, value: Any) -> None:
-        self._reply(msg.reply_to, mm.Value(msg.req_id, value), msg.req_id)
+        self._reply(msg.reply_dest, mm.Value(msg.req_id, value), msg.req_id)
 
     def _dispatch(self, msg: Any) -> None:
         if type(msg) in KIND_OF:
@@ -199,7 +199,7 @@ class Engine:
                 self.hooks.done(msg.req_id)
         elif isinstance(msg, mm.ModelStatusReq):
             self._publish(force=True)
-            self._reply(msg.reply_to, mm.ModelStatus(msg.req_id, self.model_id, self.status()), msg.req_id)
+            self._reply(msg.reply_dest, mm.ModelStatus(msg.req_id, self.model_id, self.status()), msg.req_id)
         else:
             raise RequestError("bad_request", f"unknown request {type(msg).__name__}")
 
@@ -340,10 +340,10 @@ class Engine:
                 value = self.adapters.apply(msg)
             except (AdapterError, LlamaError) as e:
                 self.counters["errors"] += 1
-                self._reply(msg.reply_to, mm.ErrorReply(msg.req_id, e.reason, e.detail), msg.req_id)
+                self._reply(msg.reply_dest, mm.ErrorReply(msg.req_id, e.reason, e.detail), msg.req_id)
             except Exception as e:
                 self.counters["errors"] += 1
-                self._reply(msg.reply_to, mm.ErrorReply(msg.req_id, "internal_error", repr(e)), msg.req_id)
+                self._reply(msg.reply_dest, mm.ErrorReply(msg.req_id, "internal_error", repr(e)), msg.req_id)
             else:
                 self.hooks.adapters_changed(self.adapters.specs())  # before the reply: a crash right after keeps it
                 self._value(msg, value)
@@ -402,7 +402,7 @@ class Engine:
         with contextlib.suppress(Exception):
             self.gen.close()
         for op in list(self.adapters.waiting):
-            self._reply(op.reply_to, mm.ErrorReply(op.req_id, "model_stopping", "the model is being unloaded"),
+            self._reply(op.reply_dest, mm.ErrorReply(op.req_id, "model_stopping", "the model is being unloaded"),
                         op.req_id)
         self.adapters.waiting.clear()
         self.adapters.close()

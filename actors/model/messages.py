@@ -74,11 +74,22 @@ class GenOptions:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """Base of requests addressed to one model (routed by ``model``)."""
+    """Base of requests addressed to one model (routed by ``model``).
+
+    ``inbox``: optionally the caller's ``LocalInbox`` (``actors.model.local_inbox``); the model then
+    sends this request's events and reply through that Unix socket when it runs on the same host,
+    and to ``reply_to`` otherwise.  Others (the supervisor's ``model_crashed``) use ``reply_to``.
+    """
 
     model: str
     req_id: str
     reply_to: Any = None
+    inbox: Any = None
+
+    @property
+    def reply_dest(self) -> Any:
+        """Where the model sends this request's events and reply."""
+        return self.inbox or self.reply_to
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Thespian's ``Actor.send`` is not thread-safe, and under TCP a message
 sent inside a handler mostly leaves only after the handler returns.  So
 the worker thread never touches the actor's transport: it posts events
 here, and one sender thread per destination ("lane") delivers them
-through its own external ``ActorSystem`` context (measured ~0.1 ms per
-message to a local actor).
+through its own external ``ActorSystem`` context, or, for a client that
+gave a :class:`~actors.model.local_inbox.LocalInbox` on this host, through
+a Unix socket to that client (no acknowledgement, microseconds a message).
 
 Per-destination lanes mean a slow or stalled subscriber (thespian's
 ``tell`` waits for the receiver's acknowledgement) only delays its own
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.cache.messages import RamRowsChanged, Touch
+from actors.model.local_inbox import InboxWriter, LocalInbox
 from actors.model.messages import RequestDone, TokenChunk
 
 IDLE_LANE_S = 60.0
@@ -92,7 +94,8 @@ def merge_ram_changes(first: RamRowsChanged, then: RamRowsChanged) -> RamRowsCha
 
 
 class _Lane:
-    def __init__(self, dest: Any, make_ctx: Callable[[], Any], on_error: Callable[[Any, Exception], None]) -> None:
+    def __init__(self, dest: Any, make_ctx: Callable[[Any], tuple[Any, Any]],
+                 on_error: Callable[[Any, Exception], None]) -> None:
         self.dest = dest
         self.items: deque[Any] = deque()
         self.cv = threading.Condition()
@@ -116,7 +119,7 @@ class _Lane:
     def _run(self) -> None:
         ctx = None
         try:
-            ctx = self._make_ctx()
+            ctx, target = self._make_ctx(self.dest)
             while True:
                 with self.cv:
                     deadline = time.monotonic() + IDLE_LANE_S
@@ -137,7 +140,7 @@ class _Lane:
                     self.busy = True
                 for msg in coalesce(batch):
                     try:
-                        ctx.tell(self.dest, msg)
+                        ctx.tell(target, msg)
                         self.sent += 1
                     except Exception as e:  # dead receiver: report, keep the lane for the others
                         self._on_error(msg, e)
@@ -185,13 +188,22 @@ class Outbox:
         self.errors = 0
         self.last_error = ""
 
-    def _make_ctx(self) -> Any:
+    def _make_ctx(self, dest: Any) -> tuple[Any, Any]:
+        """A sender for one lane and the address it sends to: a client's local inbox socket when it can
+        be reached from here, else a thespian context (for a local inbox, to the address it falls back to)."""
+        if isinstance(dest, LocalInbox):
+            if dest.reachable():
+                try:
+                    return InboxWriter(dest), dest
+                except OSError as e:
+                    self._error(dest, e)
+            dest = dest.fallback
         from thespian.actors import ActorSystem, ExternalContext
 
         with self._lock:
             if self._base is None:
                 self._base = ActorSystem("multiprocTCPBase", {"Admin Port": self.admin_port}, transientUnique=True)
-            return ExternalContext(self._base._systemBase.external_clone())
+            return ExternalContext(self._base._systemBase.external_clone()), dest
 
     def _error(self, msg: Any, exc: Exception) -> None:
         self.errors += 1
