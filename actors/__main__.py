@@ -205,7 +205,7 @@ def _status(port: int) -> dict[str, Any]:
     with _attach(port) as system:
         return {
             "port": port,
-            "models": system.models(),
+            "models": system.list_models(),
             "observed": [r.__dict__ for r in system.observe_all()],
             "queue_depth": system.queue_depth(),
             "cache": {k: v for k, v in system.cache_counters().items() if v},
@@ -214,7 +214,7 @@ def _status(port: int) -> dict[str, Any]:
 
 def _require_model(system: System, model: str) -> None:
     """Fail before reading any input when the model is not loaded (one line, the loaded ids named)."""
-    ids = [m.get("model_id") for m in system.models()]
+    ids = [m.get("model_id") for m in system.list_models()]
     if model not in ids:
         raise CliError(f"no model {model!r} is loaded (loaded: {', '.join(map(str, ids)) or 'none'})")
 
@@ -272,7 +272,7 @@ def _load(a: argparse.Namespace) -> int:
 def _shell(port: int) -> int:
     system = _attach(port)
     banner = (f"llama-actors shell on port {port}: `system` is attached "
-              "(system.models(), system.complete(model, prompt), system.observe_all(), system.cache_counters())")
+              "(system.list_models(), system.complete(model, prompt), system.observe_all(), system.cache_counters())")
     try:
         code.interact(banner=banner, local={"system": system})
     finally:

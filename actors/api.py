@@ -365,8 +365,6 @@ class System:
             with contextlib.suppress(TimeoutError):  # a restarted meta may not be the one we know
                 runtime.ask(self.asys, self.tree.meta, cm.WaitIdle(_new_id()), min(timeout, 30.0))
 
-    def models(self) -> list[dict[str, Any]]:
-        return list(self._call(mm.ListModels(_new_id()), 30.0).value)
 
     # ------------------------------------------------------------------ generation
 
@@ -480,12 +478,12 @@ class System:
 
     def list_models(self) -> list[dict[str, Any]]:
         """Every model the supervisor knows: id, state (loading/ready/restarting/failed), pid, restarts, info."""
-        return self.models()
+        return list(self._call(mm.ListModels(_new_id()), 30.0).value)
 
     def model_info(self, model: str) -> dict[str, Any]:
         """One model in one dict: identity, address, status, phase, queue, last hit, context, quant,
         fingerprint, sequences, adapters and a memory estimate."""
-        entry = next((m for m in self.models() if m["model_id"] == model), None)
+        entry = next((m for m in self.list_models() if m["model_id"] == model), None)
         if entry is None:
             raise ModelError("no_such_model", f"no model {model!r}")
         st = self.status(model)
@@ -529,10 +527,6 @@ class System:
     def last_cache_hit(self, model: str) -> dict[str, Any] | None:
         rec = self.observe(model)
         return rec.last_cache_hit if rec else None
-
-    def counters(self) -> dict[str, int]:
-        """The cache counters (same as ``cache_counters``)."""
-        return self.cache_counters()
 
     # ------------------------------------------------------------------ observability
 

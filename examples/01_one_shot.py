@@ -34,7 +34,7 @@ def main() -> None:
         fact("repeat ttft_ms", round(again.stats["ttft_ms"], 2))
         fact("identical replies", first.generated == again.generated)
         system.unload_model(MODEL)
-        fact("models after unload", [m["model_id"] for m in system.models()])
+        fact("models after unload", [m["model_id"] for m in system.list_models()])
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def main() -> None:
         system.load_model("a")  # the bundled model, default context (n_ctx 4096)
         # Same GGUF, another KV layout (flash attention transposes V): rows of "a" never restore into "b".
         system.load_model("b", context={"n_ctx": 1024, "flash_attn": "true"})
-        fact("models", sorted(m["model_id"] for m in system.models()))
+        fact("models", sorted(m["model_id"] for m in system.list_models()))
         a1 = system.complete("a", PROMPT, max_tokens=16)
         b1 = system.complete("b", PROMPT, max_tokens=16)
         a2 = system.complete("a", PROMPT, max_tokens=16)
@@ -44,7 +44,7 @@ def main() -> None:
         fact("b identical on repeat", b1.generated == b2.generated)
         system.unload_model("a")
         system.unload_model("b")
-        fact("models after unload", [m["model_id"] for m in system.models()])
+        fact("models after unload", [m["model_id"] for m in system.list_models()])
 
 
 if __name__ == "__main__":

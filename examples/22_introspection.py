@@ -45,7 +45,7 @@ def main() -> None:
         tokens = system.tokenize(MODEL, PROMPT)
         fact("prompt tokens", len(tokens))
         fact("cached prefix before", system.list_cached_prefixes(MODEL, tokens))
-        before = system.counters()
+        before = system.cache_counters()
         r = system.complete(MODEL, tokens, max_tokens=8)
         fact("reply", repr(r.reply))
         after = system.list_cached_prefixes(MODEL, tokens)
@@ -53,7 +53,7 @@ def main() -> None:
         longer = tokens + system.tokenize(MODEL, " a poem about the sea.", add_special=False)
         fact("cached prefix of a longer prompt", {k: v for k, v in system.list_cached_prefixes(MODEL, longer).items()
                                                   if k != "key"})
-        fact("inspection counted no hit", system.counters()["hits_exact"] == before.get("hits_exact", 0))
+        fact("inspection counted no hit", system.cache_counters()["hits_exact"] == before.get("hits_exact", 0))
 
         fact("vram_info", system.vram_info(MODEL))
         fact("phase", system.phase(MODEL))
@@ -62,7 +62,7 @@ def main() -> None:
         again = system.complete(MODEL, tokens, max_tokens=8)
         fact("repeat cache_hit_kind", again.cache_hit_kind)
         fact("last_cache_hit after repeat", system.last_cache_hit(MODEL))
-        counters = system.counters()
+        counters = system.cache_counters()
         fact("counters", {k: counters[k] for k in ("hits_exact", "hits_partial", "misses") if k in counters})
         fact("saves", {k: v for k, v in counters.items() if k.startswith("saves") and v})
 

@@ -117,7 +117,7 @@ def test_two_real_models_share_the_node_cores_and_both_decode(tmp_path: Path) ->
         system.load_model("a", context={"n_ctx": 512})
         assert wait_threads(system, "a", 2) == {"n_threads": 2, "n_threads_batch": 2}  # alone: the whole budget
         system.load_model("b", context={"n_ctx": 512})
-        shares = {m["model_id"]: m["threads"] for m in system.models()}
+        shares = {m["model_id"]: m["threads"] for m in system.list_models()}
         assert shares["a"]["n_threads"] + shares["b"]["n_threads"] <= 2
         assert shares["a"]["node_cores"] == 2
         for m in ("a", "b"):  # what each llama.cpp context really runs with (a shrank without a restart)

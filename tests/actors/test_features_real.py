@@ -407,7 +407,7 @@ def test_adapters_survive_a_model_crash(tmp_path: Path) -> None:
                 pass
         assert e.value.reason == "model_crashed"
         after = s.complete("smol", prompt, max_tokens=12, cache=False)  # the restarted process
-        assert s.models()[0]["restarts"] == 1
+        assert s.list_models()[0]["restarts"] == 1
         assert [a["adapter_id"] for a in s.list_adapters("smol")] == ["kept-lora"]
         assert s.list_adapters("smol")[0]["scale"] == 0.7
         assert after.generated == adapted.generated  # same weights as before the crash, not the base ones

@@ -175,4 +175,4 @@ def test_crashes_mid_stream_restart_and_saved_rows_still_hit(tmp_path: Path) -> 
             assert time.monotonic() - t0 < 2.0
             r = s.complete("smol", prompt, max_tokens=8)
             assert r.cache_hit_kind == "exact" and r.generated == base.generated
-            assert s.models()[0]["restarts"] == i + 1
+            assert s.list_models()[0]["restarts"] == i + 1

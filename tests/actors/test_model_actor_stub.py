@@ -127,7 +127,7 @@ def test_bad_input_is_clear_error_and_tree_survives(stub_system: System) -> None
         s.debug_crash_checked = None  # type: ignore[attr-defined]
         s.continue_("stub", [5], session_id="none")
     assert e.value.reason == "no_session"
-    assert [m["model_id"] for m in s.models()] == ["stub"]
+    assert [m["model_id"] for m in s.list_models()] == ["stub"]
     assert s.complete("stub", "still fine", max_tokens=2).finish_reason == "length"
 
 
@@ -189,7 +189,7 @@ def test_crash_mid_stream_errors_restarts_and_keeps_saved_rows(tmp_path: Path, h
         st = s.status("m")
         assert st["pid"] != old_pid and st["restarts"] == 1
         assert s.model_address("m") != old_addr
-        assert s.models()[0]["restarts"] == 1
+        assert s.list_models()[0]["restarts"] == 1
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             pins = {r["key"]: r["pins"] for r in runtime.ask(s.asys, s.tree.meta, cm.Dump("d"), 30).rows}
@@ -208,7 +208,7 @@ def test_restart_intensity_marks_model_failed(tmp_path: Path) -> None:
             s.debug_crash("m", "kill")
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                models = {m["model_id"]: m for m in s.models()}
+                models = {m["model_id"]: m for m in s.list_models()}
                 if models["m"]["restarts"] == i + 1 or models["m"]["state"] == "failed":
                     break
                 time.sleep(0.02)
@@ -216,7 +216,7 @@ def test_restart_intensity_marks_model_failed(tmp_path: Path) -> None:
                 break
             while models["m"]["state"] != "ready" and time.monotonic() < deadline:
                 time.sleep(0.02)
-                models = {m["model_id"]: m for m in s.models()}
+                models = {m["model_id"]: m for m in s.list_models()}
         assert models["m"]["state"] == "failed" and models["m"]["restarts"] == 3
         with pytest.raises(ModelError) as e:
             s.complete("m", "hi")
@@ -240,7 +240,7 @@ def test_python_exception_inside_a_tick_is_an_error_reply(stub_system: System) -
             list(it)
         assert e.value.reason == "internal_error"
         assert s.complete("raiser", "fine again", max_tokens=3).finish_reason == "length"
-        assert s.models()[-1]["restarts"] == 0
+        assert s.list_models()[-1]["restarts"] == 0
     finally:
         s.unload_model("raiser")
 
@@ -353,7 +353,7 @@ def test_unload_saves_sessions_and_reload_hits(tmp_path: Path) -> None:
         sess = s.complete("m", "a conversation worth keeping", max_tokens=6, session_id="c1")
         pids_before = set(s.pids())
         s.unload_model("m")
-        assert s.models() == [] and s.observe("m") is None
+        assert s.list_models() == [] and s.observe("m") is None
         assert len(set(s.pids()) - pids_before) == 0 and len(s.pids()) == len(pids_before) - 1
         s.load_model("m", backend="stub")
         again = s.complete("m", list(sess.context_tokens), max_tokens=3)

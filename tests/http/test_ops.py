@@ -116,7 +116,7 @@ def test_a_plain_request_whose_client_gives_up_is_cancelled(served: Served) -> N
 
 def test_killed_model_ends_the_stream_with_an_error(served: Served) -> None:
     c = openai.OpenAI(base_url=served.url + "/v1", api_key="x", max_retries=0, timeout=60)
-    entry = next(m for m in served.system.models() if m["model_id"] == "crashy")
+    entry = next(m for m in served.system.list_models() if m["model_id"] == "crashy")
     stream = c.chat.completions.create(model="crashy", messages=[{"role": "user", "content": "go"}], stream=True,
                                        **LONG)
     it = iter(stream)
