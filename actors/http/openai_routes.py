@@ -70,8 +70,20 @@ async def list_models(request: Request) -> Response:
         return error_response(e, "openai")
 
 
+async def get_model(request: Request) -> Response:
+    model = request.path_params["model"]
+    try:
+        found = [m for m in await _gw(request).models() if m["model_id"] == model]
+        if not found:
+            raise ApiError(404, "model_not_found", f"no model {model!r} is loaded", "model")
+        return JSONResponse(wire.models_response(found)["data"][0])
+    except ApiError as e:
+        return error_response(e, "openai")
+
+
 routes = [
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),

@@ -29,6 +29,9 @@ def chat(question: str) -> list[dict[str, str]]:
 
 def test_models_lists_every_loaded_model(client: openai.OpenAI) -> None:
     assert {m.id for m in client.models.list()} == {"smol", "stub", "crashy"}
+    assert client.models.retrieve("smol").id == "smol"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
 
 
 def test_chat_stream_matches_plain_reply_and_ends_with_usage(client: openai.OpenAI) -> None:
