@@ -18,8 +18,10 @@ count or None:
 
 * **collapse**: a window of steps whose median is ``slow_factor`` times the
   best median seen at this count (and this row count) drops a thread at once;
-* **probe**: every ``probe_every_s`` it tries a neighbour count (one more
-  when it is below its share, else one fewer) for one window and keeps it
+* **probe**: every ``probe_every_s`` (the first one interval after the first
+  step, so a short run on a quiet host pays nothing) it tries a neighbour
+  count (one more when it is below its share, else one fewer) for one
+  window and keeps it
   only when that window is at least ``gain`` faster; a probe step that
   collapses ends the probe at once.  A failed probe doubles the interval
   (up to ``max_probe_every_s``), a kept one resets it, so a quiet host pays
@@ -81,6 +83,8 @@ class ThreadTuner:
 
     def observe(self, now: float, seconds: float, rows: int) -> int | None:
         """One decode step of ``rows`` rows took ``seconds``; a new thread count, or None to keep this one."""
+        if not self._next_probe:  # the first probe waits one interval: a short run on a quiet host pays none
+            self._next_probe = now + self._backoff
         if rows != self._rows:
             self._rows = rows
             self._end_window()

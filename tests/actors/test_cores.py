@@ -193,3 +193,8 @@ def test_tuner_stays_within_its_share(share: int, steps: list[tuple[float, int]]
         assert 1 <= t.current <= share
         assert got is None or got == t.current
     assert t.reshare(max(1, share // 2), now) == max(1, share // 2)
+
+
+def test_tuner_leaves_a_short_quiet_run_alone() -> None:
+    _tokens, used = simulate(ThreadTuner(2), quiet, 1.5)  # shorter than one probe interval
+    assert set(used) == {2}
