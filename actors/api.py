@@ -483,15 +483,14 @@ class System:
     def model_info(self, model: str) -> dict[str, Any]:
         """One model in one dict: identity, address, status, phase, queue, last hit, context, quant,
         fingerprint, sequences, adapters and a memory estimate."""
-        entry = next((m for m in self.list_models() if m["model_id"] == model), None)
-        if entry is None:
-            raise ModelError("no_such_model", f"no model {model!r}")
-        st = self.status(model)
+        st = self.status(model)  # one round trip: the supervisor adds its record as it forwards
+        entry = st.get("supervisor") or {}
         info = dict(st.get("info") or entry.get("info") or {})
         slots = st.get("slots", {})
         return {
-            "model_id": model, "address": str(self.model_address(model)), "status": entry["state"],
-            "pid": entry["pid"], "restarts": entry["restarts"], "phase": st.get("phase"),
+            "model_id": model, "address": st.get("address") or entry.get("address"),
+            "status": entry.get("state", st.get("state")),
+            "pid": st.get("pid"), "restarts": entry.get("restarts", st.get("restarts")), "phase": st.get("phase"),
             "pending": st.get("pending_len"), "queue_depth": st.get("queue_depth"),
             "last_cache_hit": st.get("last_cache_hit"), "context_size": info.get("n_ctx"),
             "n_ctx_seq": info.get("n_ctx_seq"), "quant": info.get("quant"),

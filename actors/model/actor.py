@@ -84,9 +84,10 @@ class ModelActor(Actor):
             cache.deliver(msg)  # applied by the worker, which owns the cache client
             self.commands.put(_CACHE_POKE)  # an idle worker applies it now (ram evictions free memory at once)
         elif isinstance(msg, mm.ModelStatusReq):
-            self.send(msg.reply_to or sender, mm.ModelStatus(msg.req_id, msg.model, self._status()))
-            if self.init is not None:
-                self.outbox.post(self.init.supervisor, mm.RequestDone((msg.req_id,)))
+            status = self._status()
+            if msg.entry is not None:
+                status["supervisor"] = msg.entry
+            self.send(msg.reply_to or sender, mm.ModelStatus(msg.req_id, msg.model, status))
         elif isinstance(msg, mm.ModelRequest):
             if self.init is None:
                 self.send(msg.reply_to or sender, mm.ErrorReply(msg.req_id, "not_ready", "model actor not started"))
@@ -108,7 +109,8 @@ class ModelActor(Actor):
         tuner = getattr(getattr(self.engine, "backend", None), "tuner", None)
         if threads and tuner is not None:
             threads["in_use"] = tuner.current  # within the share, chosen by decode step times (model/threads.py)
-        base: dict[str, Any] = {"state": self.state, "pid": os.getpid(), "threads": threads}
+        base: dict[str, Any] = {"state": self.state, "pid": os.getpid(), "threads": threads,
+                                "address": str(self.myAddress)}
         if self.engine is not None:
             base.update(self.engine.status())
         if self.outbox is not None:

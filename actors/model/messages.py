@@ -263,7 +263,13 @@ class VramInfoReq(ModelRequest):
 
 @dataclass(frozen=True)
 class ModelStatusReq(ModelRequest):
-    """Rich status, answered by the model actor's message thread (never waits for a decode)."""
+    """Rich status, answered by the model actor's message thread (never waits for a decode).
+
+    ``entry``: the supervisor's record of the model (state, restarts, thread share, address), filled
+    in as it forwards the request, so one round trip answers ``System.model_info``.
+    """
+
+    entry: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

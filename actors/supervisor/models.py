@@ -160,6 +160,9 @@ class ModelSupervisor(Actor):
         if not msg.req_id:
             self.send(reply_to, mm.ErrorReply("", "bad_request", "requests need a req_id"))
             return
+        if isinstance(msg, mm.ModelStatusReq):  # answered at once by the model's message thread: not tracked
+            self.send(entry.addr, replace(msg, reply_to=reply_to, entry=self._describe(entry)))
+            return
         if not isinstance(msg, mm.DebugCrash):  # no reply unless refused: nothing to answer on a crash
             self.inflight[msg.req_id] = (msg.model, reply_to)
         self.send(entry.addr, replace(msg, reply_to=reply_to))
@@ -343,8 +346,10 @@ class ModelSupervisor(Actor):
             self.send(self.meta, cm.Unsubscribe(entry.client_id))
         entry.client_id = None
 
+    def _describe(self, e: _Model) -> dict[str, Any]:
+        return {"model_id": e.model_id, "state": e.state, "pid": e.pid, "restarts": e.restarts,
+                "backend": e.config.backend, "info": e.info, "last_exit": e.last_exit, "address": str(e.addr),
+                "threads": e.threads.as_dict() if e.threads is not None else None}
+
     def _list(self) -> list[dict[str, Any]]:
-        return [{"model_id": e.model_id, "state": e.state, "pid": e.pid, "restarts": e.restarts,
-                 "backend": e.config.backend, "info": e.info, "last_exit": e.last_exit,
-                 "threads": e.threads.as_dict() if e.threads is not None else None}
-                for e in self.models.values()]
+        return [self._describe(e) for e in self.models.values()]
