@@ -540,11 +540,13 @@ class MetaCore:
     # -- housekeeping ------------------------------------------------------------------
 
     def sweep(self) -> dict[str, int]:
-        stats = {"tmp_removed": 0, "reservations_removed": 0, "staging_removed": 0, "clients_dropped": 0}
+        stats = {"tmp_removed": 0, "reservations_removed": 0, "staging_removed": 0, "clients_dropped": 0,
+                 "corrupt_files": 0}
         for d in self.dirs.values():
             s = d.sweep(self.config.reservation_ttl_s, self.config.tmp_ttl_s)
             stats["tmp_removed"] += s.tmp_removed
             stats["reservations_removed"] += s.reservations_removed
+            stats["corrupt_files"] += s.foreign_removed  # a stray *.kvc is a row file no reader can use
         stats["staging_removed"] = publish.sweep_staging(self.config.staging_dir, self.config.tmp_ttl_s)
         publish.sweep_staging(self.config.snapshot_dir, self.config.tmp_ttl_s)
         for cid, sub in list(self.subscribers.items()):
@@ -552,7 +554,8 @@ class MetaCore:
                 self.drop_client(cid)
                 stats["clients_dropped"] += 1
         self.counters.add_many(
-            {"tmp_removed": stats["tmp_removed"], "reservations_removed": stats["reservations_removed"]}
+            {"tmp_removed": stats["tmp_removed"], "reservations_removed": stats["reservations_removed"],
+             "corrupt_files": stats["corrupt_files"]}
         )
         return stats
 

@@ -440,10 +440,11 @@ def _unlink_quiet(path: str) -> None:
 class SweepStats:
     tmp_removed: int = 0
     reservations_removed: int = 0
+    foreign_removed: int = 0  # ``*.kvc`` files whose name is not a row key: no reader ever opens them
 
 
 def sweep_dir(directory: str, reservation_ttl_s: float, tmp_ttl_s: float, now: float | None = None) -> SweepStats:
-    """Remove protocol debris: stale reservations and tmp files nobody owns.
+    """Remove protocol debris: stale reservations, tmp files nobody owns, and ``.kvc`` files without a key name.
 
     A tmp file is kept only while a fresh reservation carrying its token
     exists (a live writer in this or another process is mid-publish) and
@@ -462,6 +463,12 @@ def sweep_dir(directory: str, reservation_ttl_s: float, tmp_ttl_s: float, now: f
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
                     res_removed += 1
+    foreign = 0
+    for name in names:
+        if name.endswith(ROW_SUFFIX) and key_from_name(name) is None:
+            with contextlib.suppress(OSError):  # gone already, or a directory: leave it
+                os.unlink(os.path.join(directory, name))
+                foreign += 1
     for name in names:
         if not name.endswith(TMP_SUFFIX):
             continue
@@ -483,7 +490,7 @@ def sweep_dir(directory: str, reservation_ttl_s: float, tmp_ttl_s: float, now: f
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
                 tmp_removed += 1
-    return SweepStats(tmp_removed, res_removed)
+    return SweepStats(tmp_removed, res_removed, foreign)
 
 
 def sweep_staging(directory: str, ttl_s: float, now: float | None = None) -> int:

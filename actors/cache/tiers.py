@@ -196,7 +196,7 @@ class DirTier:
             meta = info.meta
             ns = namespace(meta.fingerprint, meta.quant, meta.ctx_hash)
             rows.append(ScannedRow(info, entry.path, size, chain_blob(ns, meta.tokens, block_size), ns))
-        return ScanResult(tuple(rows), corrupt, sweep.tmp_removed, sweep.reservations_removed)
+        return ScanResult(tuple(rows), corrupt + sweep.foreign_removed, sweep.tmp_removed, sweep.reservations_removed)
 
     def sweep(self, reservation_ttl_s: float, tmp_ttl_s: float) -> publish.SweepStats:
         return publish.sweep_dir(self.directory, reservation_ttl_s, tmp_ttl_s)

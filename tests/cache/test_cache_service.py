@@ -293,6 +293,21 @@ def test_gc_forgets_vanished_files_and_sweeps(service: Callable[..., CacheServic
     assert svc.get_counters()["bytes_disk"] == 0
 
 
+def test_gc_removes_and_counts_a_kvc_file_without_a_key_name(service: Callable[..., CacheService]) -> None:
+    svc = service()
+    c = svc.client()
+    res, _ = save(c, rand_tokens(64, seed=91), KB, "disk")
+    disk = svc.config.tier("disk").path
+    garbage = os.path.join(disk, "garbage.kvc")
+    with open(garbage, "wb") as f:
+        f.write(b"not a row")
+    before = svc.get_counters()["corrupt_files"]
+    stats = svc.gc()
+    assert stats["corrupt_files"] == 1 and not os.path.exists(garbage)
+    assert svc.get_counters()["corrupt_files"] == before + 1
+    assert c.known(res.key) and os.path.exists(os.path.join(disk, row_name(res.key)))  # real rows stay
+
+
 def test_bad_requests_raise_with_a_reason(service: Callable[..., CacheService]) -> None:
     svc = service(ram_file=None)
     c = svc.client()
