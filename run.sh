@@ -2,6 +2,7 @@
 # One entry point for a fresh machine and for CI.
 #   ./run.sh demo    set everything up, then run the main job on the bundled model
 #   ./run.sh test    set everything up, then run the whole test suite
+#   ./run.sh serve   set everything up, then serve the bundled model over HTTP (OpenAI + Anthropic) on 127.0.0.1:8080
 #   ./run.sh bench   set everything up, then run the benchmarks (JSON + PNG in bench/out/)
 #   ./run.sh setup   only set up (.venv, llama.cpp fetch + build, native extension, model)
 # Every step is idempotent and cached: a second run only checks.
@@ -50,6 +51,18 @@ setup() {
     "$vpy" -c 'from actors.model.llama import default_model_path as p; print("model:", p())'
 }
 
+need_browser() {
+    # The HTTP page is tested in a real headless browser: Debian's chromium and its driver.
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return; fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "note: chromium/chromedriver missing and not root: the browser test will be skipped" >&2
+        return
+    fi
+    log "installing chromium and chromium-driver (browser test of the HTTP page)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -57,11 +70,14 @@ case "$cmd" in
     demo) setup; log "main job"; exec "$VENV/bin/python" examples/quickstart.py "$@" ;;
     test)
         setup
+        need_browser
         log "lint"
         "$VENV/bin/ruff" check .
         log "tests"
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
+    serve) setup; log "HTTP server on http://127.0.0.1:8080 (Ctrl-C stops it)"
+        exec "$VENV/bin/python" -m actors serve --config examples/llama-actors.toml --http 127.0.0.1:8080 "$@" ;;
     bench) setup; "$VENV/bin/python" -m pip install -q "matplotlib>=3.8"; log "benchmarks"; exec "$VENV/bin/python" bench/run.py "$@" ;;
-    *) echo "usage: ./run.sh demo|test|bench|setup [args]" >&2; exit 2 ;;
+    *) echo "usage: ./run.sh demo|test|serve|bench|setup [args]" >&2; exit 2 ;;
 esac
