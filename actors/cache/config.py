@@ -52,7 +52,7 @@ class CacheConfig:
     demote_to_disk: bool = True
     write_behind: bool = True
     write_behind_queue: int = 16
-    write_behind_bytes: int = 512 << 20
+    write_behind_bytes: int = 256 << 20
     write_behind_nice: int = 10
     spill_budget_s: float = 5.0
     write_behind_gate: str | None = None  # test hook: while this file exists, the writer thread waits
