@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from cachetest_util import CTX, FP, QUANT, listing, meta_for, rand_tokens
 
 from actors.cache.client import CacheClient
-from actors.cache.config import CacheConfig
+from actors.cache.config import CacheConfig, ConfigError
 from actors.cache.publish import row_name
 from actors.cache.service import CacheService
 
@@ -249,3 +251,13 @@ def test_a_copy_that_cannot_fit_its_tier_is_removed_and_the_ram_row_stays(
     assert lookup(c, tokens).tier == "ram"
     counters = svc.get_counters()
     assert (counters["saves_dropped"], counters["rows_disk"], counters["bytes_disk"]) == (1, 0, 0)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("write_behind_queue", 0), ("write_behind_bytes", -1), ("write_behind_nice", 20), ("write_behind_nice", True),
+    ("spill_budget_s", -0.5), ("spill_budget_s", "5"),
+])
+def test_bad_write_behind_settings_name_their_field(tmp_path: Path, field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as e:
+        CacheConfig.create(tmp_path / "run", disk=(tmp_path / "disk", 1 << 20), **{field: value})
+    assert e.value.field == field
