@@ -260,4 +260,4 @@ def test_a_copy_that_cannot_fit_its_tier_is_removed_and_the_ram_row_stays(
 def test_bad_write_behind_settings_name_their_field(tmp_path: Path, field: str, value: object) -> None:
     with pytest.raises(ConfigError) as e:
         CacheConfig.create(tmp_path / "run", disk=(tmp_path / "disk", 1 << 20), **{field: value})
-    assert e.value.field == field
+    assert e.value.key == field
