@@ -61,7 +61,10 @@ class ModelError(ReasonError, RuntimeError):
 
 def gen_options(kw: dict[str, Any]) -> mm.GenOptions:
     """Split keyword options into GenOptions fields and sampler options."""
-    sampler = dict(kw.pop("sampler", None) or {})
+    given = kw.pop("sampler", None)
+    if given is not None and not isinstance(given, dict):
+        raise ModelError("bad_option", f"sampler: expected a dict of sampler options, got {type(given).__name__}")
+    sampler = dict(given or {})
     fields: dict[str, Any] = {}
     for k, v in kw.items():
         if k in _GEN_FIELDS:
@@ -416,7 +419,7 @@ class System:
                                            parse_special=parse_special), 60.0).value)
 
     def detokenize(self, model: str, tokens: Sequence[int]) -> str:
-        return str(self._call(mm.Detokenize(model, _new_id(), tokens=tuple(tokens)), 60.0).value)
+        return str(self._call(mm.Detokenize(model, _new_id(), tokens=_prompt(tokens)), 60.0).value)
 
     def apply_chat_template(self, model: str, messages: Sequence[dict[str, Any]], system: str | None = None,
                             tools: Sequence[dict[str, Any]] | None = None, add_assistant: bool = True,
@@ -471,7 +474,7 @@ class System:
 
     def verify(self, model: str, prefix: str | Sequence[int], candidates: Sequence[int]) -> Verified:
         """One forward pass of ``candidates`` after ``prefix`` (see ``messages.Verify``); ``busy`` unless idle."""
-        v = self._call(mm.Verify(model, _new_id(), prefix=_prompt(prefix), candidates=tuple(candidates)), 120.0).value
+        v = self._call(mm.Verify(model, _new_id(), prefix=_prompt(prefix), candidates=_prompt(candidates)), 120.0).value
         return Verified(int(v["accepted"]), v["next"], bool(v["eog"]))
 
     # ------------------------------------------------------------------ introspection
@@ -612,7 +615,10 @@ def _prompt(p: str | Sequence[int]) -> str | tuple[int, ...]:
         return p
     if isinstance(p, (bytes, bytearray)):
         raise ModelError("bad_request", "prompt: a string or a list of token ids")
-    return tuple(p)
+    try:
+        return tuple(p)
+    except TypeError:
+        raise ModelError("bad_request", f"prompt: a string or a list of token ids, got {type(p).__name__}") from None
 
 
 __all__ = ["ModelError", "System", "TokenStream", "Verified", "gen_options"]

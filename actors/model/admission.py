@@ -31,7 +31,7 @@ from actors.model.request import HitKind, Kind, Phase, Request
 from actors.model.scheduler import select_admissions
 from actors.model.sessions import SessionTable
 from actors.model.stream import Markers
-from actors.model.validate import RequestError, check_options
+from actors.model.validate import RequestError, check_options, check_text, check_tier
 
 KIND_OF: dict[type, Kind] = {mm.Complete: Kind.COMPLETE, mm.Infer: Kind.INFER, mm.PrefillOnly: Kind.PREFILL_ONLY,
                              mm.Continue: Kind.CONTINUE}
@@ -60,6 +60,8 @@ class Admission:
     def submit(self, msg: Any) -> Request:
         """Check and queue a generation request; RequestError names what is wrong."""
         opts = check_options(msg.options)
+        cache = self.cache.cache
+        check_tier(opts.tier, [t.name for t in cache.config.tiers] if cache is not None else None)
         kind = KIND_OF[type(msg)]
         stream = kind is Kind.INFER or (kind is Kind.CONTINUE and msg.stream)
         slots = self.slots
@@ -70,7 +72,8 @@ class Admission:
             if sid is None or sid not in slots.sessions:
                 raise RequestError("no_session", f"session {sid!r} is not pinned on this model")
             if isinstance(msg.suffix, str):  # a tail, not a new text: no BOS
-                suffix = self.backend.tokenize(msg.suffix, False, opts.parse_special) if msg.suffix else []
+                suffix = (self.backend.tokenize(check_text(msg.suffix, "suffix"), False, opts.parse_special)
+                          if msg.suffix else [])
             else:
                 suffix = self.queries.token_ids(msg.suffix)
             target = list(slots.sessions[sid].tokens) + suffix

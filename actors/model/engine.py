@@ -47,7 +47,7 @@ from actors.model.scheduler import ModelPhase, default_chunk, phase_of, plan_bat
 from actors.model.sessions import Session, SessionTable
 from actors.model.status import ModelStatusView, ObsFields, RequestView, StatusBoard
 from actors.model.stream import Markers
-from actors.model.validate import RequestError
+from actors.model.validate import RequestError, check_session_id
 
 Emit = Callable[[Any, Any], None]
 AdapterSpecs = tuple[tuple[str, str, float], ...]
@@ -179,9 +179,9 @@ class Engine:
             if msg.req_id:
                 self.hooks.done(msg.req_id)
         elif isinstance(msg, mm.EndSession):
-            self._value(msg, self.slots.end(msg.session_id))
+            self._value(msg, self.slots.end(check_session_id(msg.session_id)))
         elif isinstance(msg, mm.Evict):
-            self._value(msg, self.slots.evict(msg.session_id))
+            self._value(msg, self.slots.evict(check_session_id(msg.session_id)))
         elif isinstance(msg, (mm.LoadAdapter, mm.UnloadAdapter, mm.SetAdapterScale)):
             self.adapters.waiting.append(msg)
             self._apply_adapter_ops()

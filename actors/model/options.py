@@ -61,6 +61,23 @@ def _float(opts: Mapping[str, Any], key: str, default: float, lo: float | None =
     return float(v)
 
 
+INT32_MAX = 2**31 - 1
+
+
+def _text(opts: Mapping[str, Any], key: str, default: str | None) -> str | None:
+    """A string C can take: valid UTF-8 (no lone surrogates), no NUL bytes."""
+    v = opts.get(key, default)
+    if v is None:
+        return None
+    if not isinstance(v, str) or "\x00" in v:
+        raise OptionError(key, f"expected text without NUL bytes, got {type(v).__name__}")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise OptionError(key, "not valid Unicode text (a lone surrogate?)") from None
+    return v
+
+
 def _bool(opts: Mapping[str, Any], key: str, default: bool) -> bool:
     v = opts.get(key, default)
     if not isinstance(v, bool):
@@ -118,7 +135,7 @@ def parse_model_options(opts: Mapping[str, Any], max_devices: int, default_load_
     else:
         load_mode = default_load_mode
     return ModelOptions(
-        n_gpu_layers=_int(opts, "n_gpu_layers", default_gpu_layers, lo=-1),
+        n_gpu_layers=_int(opts, "n_gpu_layers", default_gpu_layers, lo=-1, hi=INT32_MAX),
         main_gpu=_int(opts, "main_gpu", 0, lo=0, hi=max(0, max_devices - 1)),
         split_mode=_choice(opts, "split_mode", "layer", SPLIT_MODES),
         tensor_split=tuple(values),
@@ -210,19 +227,17 @@ class SamplerOptions:
 
 def parse_sampler_options(opts: Mapping[str, Any]) -> SamplerOptions:
     _unknown(opts, SAMPLER_KEYS, "sampler")
-    grammar = opts.get("grammar")
-    if grammar is not None and (not isinstance(grammar, str) or "\x00" in grammar):
-        raise OptionError("grammar", "expected GBNF text without NUL bytes")
-    root = opts.get("grammar_root", "root")
-    if not isinstance(root, str) or not root or "\x00" in root:
+    grammar = _text(opts, "grammar", None)
+    root = _text(opts, "grammar_root", "root")
+    if not root:
         raise OptionError("grammar_root", f"expected a rule name, got {root!r}")
     return SamplerOptions(
         temperature=_float(opts, "temperature", 0.0, lo=0.0, hi=100.0),
-        top_k=_int(opts, "top_k", 40, lo=0),
+        top_k=_int(opts, "top_k", 40, lo=0, hi=INT32_MAX),
         top_p=_float(opts, "top_p", 0.95, lo=0.0, hi=1.0),
         min_p=_float(opts, "min_p", 0.05, lo=0.0, hi=1.0),
         repetition_penalty=_float(opts, "repetition_penalty", 1.0, lo=0.01, hi=100.0),
-        repeat_last_n=_int(opts, "repeat_last_n", 64, lo=-1),
+        repeat_last_n=_int(opts, "repeat_last_n", 64, lo=-1, hi=INT32_MAX),
         seed=_int(opts, "seed", 0, lo=0, hi=2**32 - 1),
         grammar=grammar or None,
         grammar_root=root,

@@ -14,7 +14,7 @@ from typing import Any
 from actors.model import messages as mm
 from actors.model.backend import Backend
 from actors.model.cache_use import CacheUse
-from actors.model.validate import RequestError, check_token_ids
+from actors.model.validate import RequestError, check_text, check_texts_deep, check_token_ids
 
 
 class Queries:
@@ -47,17 +47,19 @@ class Queries:
     def prompt_tokens(self, prompt: Any, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """A text prompt tokenized, or a token list checked."""
         if isinstance(prompt, str):
-            return self.backend.tokenize(prompt, add_special, parse_special)
+            return self.backend.tokenize(check_text(prompt, "prompt"), add_special, parse_special)
         return self.token_ids(prompt)
 
     # ------------------------------------------------------------------ answers
 
     def _tokenize(self, msg: mm.Tokenize) -> list[int]:
-        if not isinstance(msg.text, str):
-            raise RequestError("bad_request", "text must be a string")
+        check_text(msg.text, "text")
+        if not isinstance(msg.add_special, bool) or not isinstance(msg.parse_special, bool):
+            raise RequestError("bad_option", "add_special, parse_special: expected true or false")
         return self.backend.tokenize(msg.text, msg.add_special, msg.parse_special)
 
     def _chat_template(self, msg: mm.ApplyChatTemplate) -> str | list[int]:
+        check_texts_deep((msg.messages, msg.system, msg.tools), "messages")
         text = self.backend.apply_chat_template(list(msg.messages), msg.system, msg.tools, msg.add_assistant)
         return self.backend.tokenize(text, True, True) if msg.tokenize else text
 

@@ -240,9 +240,12 @@ class ModelSupervisor(Actor):
             req_id, dest = entry.loader
             entry.loader = None
             self.send(dest, mm.ErrorReply(req_id, msg.reason, msg.detail))
-        entry.state = "stopping"
-        if entry.addr is not None:
-            self.send(entry.addr, ActorExitRequest())
+        # Gone from the list at once (the loader may list models right after its error); the
+        # process still exits, and its exit notice then matches no entry.
+        addr, entry.addr = entry.addr, None
+        self._forget(entry)
+        if addr is not None:
+            self.send(addr, ActorExitRequest())
 
     def _unload(self, msg: mm.UnloadModel, sender: Any) -> None:
         reply_to = msg.reply_to or sender
