@@ -1,12 +1,13 @@
 """Thespian replies into asyncio: the client's one inbox, per-request asyncio queues.
 
 The HTTP server is a client of the actor tree like ``actors.api.System``
-and uses that client's inbox (``api._Receiver``): one thread that always
-listens and routes each reply by ``req_id``.  Here a request's route is a
-:class:`_LoopSink`, whose ``put`` (run on the inbox thread) hands the
-message to the event loop with ``loop.call_soon_threadsafe`` into that
-request's ``asyncio.Queue``.  So there is no thread per request and no
-polling: a handler awaits its queue and wakes when a message lands.
+and uses that client's inbox (``api._Receiver``): it always listens (the
+thespian endpoint, and the local Unix-socket inbox models on this host
+write tokens into) and routes each reply by ``req_id``.  Here a request's
+route is a :class:`_LoopSink`, whose ``put`` (run on the inbox's thread)
+hands the message to the event loop with ``loop.call_soon_threadsafe``
+into that request's ``asyncio.Queue``.  So there is no thread per request
+and no polling: a handler awaits its queue and wakes when a message lands.
 
 Sends go through one sender thread (``ThreadPoolExecutor(1)``): a
 thespian ``tell`` from an external context blocks until the transport

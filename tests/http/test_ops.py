@@ -129,9 +129,20 @@ def test_killed_model_ends_the_stream_with_an_error(served: Served) -> None:
     assert e.value.body["code"] == "model_crashed"
     # The supervisor restarts it; health says so.
     wait_for(lambda: httpx.get(served.url + "/health", timeout=30).json()["models"]["crashy"]["restarts"] >= 1
-             and httpx.get(served.url + "/health", timeout=30).status_code == 200, what="crashy restarted")
+             and httpx.get(served.url + "/health", timeout=30).status_code == 200, timeout=90, what="crashy restarted")
     r = c.chat.completions.create(model="crashy", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert r.choices[0].message.content
+    # The Anthropic stream ends with its documented ``error`` event.
+    body = {"model": "crashy", "messages": [{"role": "user", "content": "go"}], "stream": True, **LONG}
+    pid = next(m for m in served.system.list_models() if m["model_id"] == "crashy")["pid"]
+    with httpx.Client(timeout=60) as hc, hc.stream("POST", served.url + "/v1/messages", json=body) as resp:
+        events = []
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                events.append(line[7:])
+                if events[-1] == "content_block_delta" and len(events) == 4:
+                    os.kill(pid, signal.SIGKILL)
+    assert events[-1] == "error" and "message_stop" not in events
 
 
 def listening(pids: list[int]) -> list[str]:
