@@ -680,6 +680,6 @@ def start_system(config: Config, port: int | None = None,
     return system
 
 
-__all__ = ["CacheSettings", "Config", "ConfigError", "ModelSettings", "NodeSettings", "PressureSettings", "TierDir",
-           "load_config", "load_model_kwargs", "load_models", "parse_bytes", "parse_config", "start_system",
-           "system_kwargs"]
+__all__ = ["CacheSettings", "Config", "ConfigError", "HttpSettings", "ModelSettings", "NodeSettings",
+           "PressureSettings", "TierDir", "load_config", "load_model_kwargs", "load_models", "parse_bytes",
+           "parse_config", "start_system", "system_kwargs"]
