@@ -45,7 +45,7 @@ from actors.supervisor import messages as sm
 from actors.supervisor import runtime
 
 _GEN_FIELDS = {"max_tokens", "parent_key", "session_id", "add_special", "parse_special", "cache", "tier",
-               "stop_sequences", "thinking", "thinking_budget_tokens", "timeout_s"}
+               "stop_sequences", "thinking", "thinking_budget_tokens", "timeout_s", "expect_committed"}
 _SAMPLER_FIELDS = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed",
                    "grammar", "grammar_root"}
 DEFAULT_TIMEOUT = 300.0
@@ -68,7 +68,7 @@ def gen_options(kw: dict[str, Any]) -> mm.GenOptions:
     fields: dict[str, Any] = {}
     for k, v in kw.items():
         if k in _GEN_FIELDS:
-            fields[k] = tuple(v) if k == "stop_sequences" and isinstance(v, list) else v
+            fields[k] = tuple(v) if k in ("stop_sequences", "expect_committed") and isinstance(v, list) else v
         elif k in _SAMPLER_FIELDS:
             sampler[k] = v
         else:
@@ -341,19 +341,29 @@ class System:
                    prefill_chunk_size: int | None = None, stub: dict[str, Any] | None = None,
                    use_cache: bool = True, allow_debug_crash: bool = False, embeddings: bool = False,
                    thinking_markers: dict[str, str] | None = None, tool_call_markers: dict[str, str] | None = None,
+                   max_pending: int | None = None, on_full: str = "queue",
                    timeout: float = 300.0) -> dict[str, Any]:
         """Start a model actor (its own process) and wait until the model is loaded; returns its info.
 
         ``embeddings``: keep a small pooled-embeddings context beside the generation one (``embed``).
         ``thinking_markers`` ``{"start", "end"}`` and ``tool_call_markers`` ``{"start", "end",
         "payload_start"?, "payload_end"?}`` are marker strings of this model's chat format.
+        ``max_pending`` (default 1024) requests may wait for a sequence; ``on_full="error"`` refuses a
+        request that cannot start at once instead of queueing it (both: ``seq_capacity``).
         """
+        from actors.model.validate import RequestError, check_limits
+
+        try:
+            check_limits(max_pending, on_full)
+        except RequestError as e:
+            raise ModelError(e.reason, e.detail) from None
         cfg = mm.ModelConfig(backend=backend, path=str(path) if path is not None else None,
                              model_options=dict(model_options or {}), context=dict(context or {}),
                              prefill_chunk_size=prefill_chunk_size, stub=dict(stub or {}), use_cache=use_cache,
                              allow_debug_crash=allow_debug_crash, embeddings=embeddings,
                              thinking_markers=dict(thinking_markers) if thinking_markers else None,
-                             tool_call_markers=dict(tool_call_markers) if tool_call_markers else None)
+                             tool_call_markers=dict(tool_call_markers) if tool_call_markers else None,
+                             max_pending=max_pending, on_full=on_full)
         reply = self._call(mm.LoadModel(model_id, cfg, _new_id()), timeout)
         return dict(reply.info)
 
@@ -565,10 +575,11 @@ class System:
         mb = self._mb()
         mb.send(self.tree.models, mm.DebugCrash(model, _new_id(), mb.address, how=how))
 
-    def model_address(self, model: str) -> Any:
-        """The model actor's current address, from the registry (changes on restart)."""
-        reply = runtime.ask(self.asys, self.tree.registry, sm.RegistryLookup(model, _new_id()), 30.0)
-        return reply.address
+    def model_address(self, model: str) -> str:
+        """The model process's current thespian address, as text (it changes when the model restarts).
+
+        Requests never need it: they go to the model supervisor, which forwards them to this address."""
+        return str(self.status(model)["address"])
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,4 +1,4 @@
-"""Messages of the supervision tree (root, cache supervisor, registry).
+"""Messages of the supervision tree (root, cache supervisor, model supervisor).
 
 Model requests and the model supervisor's management messages live in
 ``actors.model.messages``.
@@ -46,7 +46,6 @@ class TreeInfo:
 
     req_id: str
     root: Any
-    registry: Any
     cache: Any
     meta: Any
     models: Any
@@ -93,7 +92,6 @@ class ModelSupStart:
     cache_config: Any
     admin_port: int
     obs_path: str | None
-    registry: Any
     thinking_key: Any = None
     cores: int | None = None
 
@@ -101,13 +99,6 @@ class ModelSupStart:
 @dataclass(frozen=True)
 class ModelSupReady:
     models: int = 0
-
-
-@dataclass(frozen=True)
-class RegistryRebind:
-    """Root -> model supervisor: the registry restarted, publish every model again."""
-
-    registry: Any
 
 
 @dataclass(frozen=True)
@@ -119,43 +110,6 @@ class StopModels:
 class ModelsStopped:
     req_id: str
     n: int
-
-
-# --- registry -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegistryUpdate:
-    """name -> address (None removes).  ``state`` is informational (ready, restarting, failed)."""
-
-    name: str
-    address: Any
-    state: str = "ready"
-
-
-@dataclass(frozen=True)
-class RegistryLookup:
-    name: str
-    req_id: str = ""
-
-
-@dataclass(frozen=True)
-class RegistryEntry:
-    req_id: str
-    name: str
-    address: Any
-    state: str | None
-
-
-@dataclass(frozen=True)
-class RegistryDump:
-    req_id: str = ""
-
-
-@dataclass(frozen=True)
-class RegistryContents:
-    req_id: str
-    entries: dict[str, tuple[Any, str]]
 
 
 # --- generic supervisor test hooks -------------------------------------------------

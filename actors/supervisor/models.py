@@ -11,7 +11,7 @@ forgets it when the model reports ``RequestDone``.  On
 2. tells the cache meta to drop the dead process's cache client (its pins
    and ram rows are released at once, not at the next sweep),
 3. restarts the model with the same ``ModelConfig`` (one_for_one) and
-   points the registry and later requests at the new process.
+   points later requests at the new process.
 
 Restart intensity is kept per model: past ``max_restarts`` within
 ``max_seconds`` that model is marked ``failed`` (requests get
@@ -70,7 +70,6 @@ class ModelSupervisor(Actor):
         super().__init__(*args, **kwargs)
         self.start: sm.ModelSupStart | None = None
         self.meta: Any = None
-        self.registry: Any = None
         self.obs: Any = None
         self.models: dict[str, _Model] = {}
         self.inflight: dict[str, tuple[str, Any]] = {}
@@ -115,7 +114,7 @@ class ModelSupervisor(Actor):
         elif isinstance(msg, mm.ListModels):
             self.send(msg.reply_to or sender, mm.Value(msg.req_id, self._list()))
         elif isinstance(msg, sm.ModelSupStart):
-            self.start, self.meta, self.registry = msg, msg.meta, msg.registry
+            self.start, self.meta = msg, msg.meta
             self.cores = cores.budget(msg.cores)
             if msg.obs_path:
                 from actors.obs import ObsTable
@@ -127,10 +126,6 @@ class ModelSupervisor(Actor):
             for entry in self.models.values():
                 if entry.addr is not None:
                     self.send(entry.addr, msg)
-        elif isinstance(msg, sm.RegistryRebind):
-            self.registry = msg.registry
-            for entry in self.models.values():
-                self._publish(entry)
         elif isinstance(msg, sm.StopModels):
             self._stop_all(msg.req_id, sender)
         elif isinstance(msg, WakeupMessage):
@@ -184,11 +179,6 @@ class ModelSupervisor(Actor):
 
         entry.addr = self.createActor(ModelActor)
         self.send(entry.addr, self._init_msg(entry))
-        self._publish(entry)
-
-    def _publish(self, entry: _Model) -> None:
-        if self.registry is not None:
-            self.send(self.registry, sm.RegistryUpdate(entry.model_id, entry.addr, entry.state))
 
     def _load(self, msg: mm.LoadModel, sender: Any) -> None:
         reply_to = msg.reply_to or sender
@@ -225,7 +215,6 @@ class ModelSupervisor(Actor):
         if entry is None:
             return
         entry.state, entry.pid, entry.info, entry.client_id = "ready", msg.pid, msg.info, msg.cache_client_id
-        self._publish(entry)
         if entry.loader is not None:
             req_id, dest = entry.loader
             entry.loader = None
@@ -260,7 +249,6 @@ class ModelSupervisor(Actor):
             self._forget(entry)
             return
         entry.state = "stopping"
-        self._publish(entry)
         self.send(entry.addr, mm.StopModel(msg.req_id, msg.save))
         self.wakeupAfter(timedelta(seconds=STOP_TIMEOUT_S), payload=("stop", entry.model_id))
 
@@ -300,8 +288,6 @@ class ModelSupervisor(Actor):
                 self.send(dest, mm.ErrorReply(rid, "model_unloaded", f"model {entry.model_id!r} was unloaded"))
         if self.obs is not None and entry.obs_slot >= 0:
             self.obs.release(entry.obs_slot)
-        if self.registry is not None:
-            self.send(self.registry, sm.RegistryUpdate(entry.model_id, None))
         for req_id, dest in entry.unloaders:
             self.send(dest, mm.Value(req_id, {"model": entry.model_id, "unloaded": True}))
         entry.unloaders.clear()
@@ -329,7 +315,6 @@ class ModelSupervisor(Actor):
             entry.loader = None
             self.send(dest, mm.ErrorReply(req_id, "model_crashed", detail + " while loading"))
             entry.state = "failed"
-            self._publish(entry)
             self._rebalance()
             return
         if self.stop_all is not None:
@@ -337,7 +322,6 @@ class ModelSupervisor(Actor):
             return
         if not entry.intensity.allow(time.monotonic()):
             entry.state = "failed"
-            self._publish(entry)
             self._rebalance()
             return
         entry.restarts += 1

@@ -284,7 +284,7 @@ def start(port: int | None = None, cache_config: Any = None, multi_host: bool = 
           cores: int | None = None, tree: bool = True) -> Started:
     """Start a new actor system in a fresh ``serve`` process and wait until it is ready.
 
-    ``tree=True``: with the supervision tree (root, registry, cache, model supervisor);
+    ``tree=True``: with the supervision tree (root, cache, model supervisor);
     ``tree=False``: a bare system for the caller's own actors (``actors.system``).
     The node options ``thinking_key`` (``actors.secret.Secret``), ``pressure`` (PressureStart
     fields) and ``cores`` (the node's core budget) are ``TreeStart`` fields; they travel with the

@@ -1,9 +1,8 @@
-"""The supervision tree: root, cache supervisor and registry.
+"""The supervision tree: root, cache supervisor and model supervisor.
 
 ::
 
-    RootSupervisor            one_for_one over the three below
-    ├── Registry              model id -> current address (+ state)
+    RootSupervisor            one_for_one over the two below
     ├── CacheSupervisor       one_for_all: the pressure actor depends on the meta
     │   ├── CacheMetaActor    (supervises its own writer pool)
     │   └── PressureActor     only when memory pressure is configured
@@ -13,15 +12,16 @@ Start order follows dependencies: the model supervisor starts once the
 cache meta is up (it hands the meta's address to every model).  When the
 cache supervisor restarts its children, it reports the new meta address
 and the root passes it on (``CacheRebind``), so models resubscribe
-instead of being restarted.  When the registry restarts, the model
-supervisor republishes every model.
+instead of being restarted.
+
+There is no name registry: every model request goes to the model
+supervisor, which holds the one table of model id -> current process and
+forwards (a restarted model has a new address, which only it needs to know).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from thespian.actors import Actor
 
 from actors.cache import messages as cm
 from actors.cache.actors import CacheMetaActor, PressureActor
@@ -30,27 +30,6 @@ from actors.supervisor import messages as sm
 from actors.supervisor.models import ModelSupervisor
 from actors.supervisor.spec import ChildSpec, Restart, Strategy
 from actors.supervisor.supervisor import Supervisor
-
-
-class Registry(Actor):
-    """Model id -> current address.  A restarted actor has a new address, so
-    anyone holding an id asks here (or routes through the model supervisor)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.entries: dict[str, tuple[Any, str]] = {}
-
-    def receiveMessage(self, msg: Any, sender: Any) -> None:
-        if isinstance(msg, sm.RegistryUpdate):
-            if msg.address is None:
-                self.entries.pop(msg.name, None)
-            else:
-                self.entries[msg.name] = (msg.address, msg.state)
-        elif isinstance(msg, sm.RegistryLookup):
-            addr, state = self.entries.get(msg.name, (None, None))
-            self.send(sender, sm.RegistryEntry(msg.req_id, msg.name, addr, state))
-        elif isinstance(msg, sm.RegistryDump):
-            self.send(sender, sm.RegistryContents(msg.req_id, dict(self.entries)))
 
 
 class CacheSupervisor(Supervisor):
@@ -104,7 +83,7 @@ class RootSupervisor(Supervisor):
 
     def info(self, req_id: str) -> sm.TreeInfo:
         s = self.start_msg
-        return sm.TreeInfo(req_id, self.myAddress, self.children.get("registry"), self.children.get("cache"),
+        return sm.TreeInfo(req_id, self.myAddress, self.children.get("cache"),
                            self.meta, self.children.get("models"), s.admin_port if s else 0,
                            s.obs_path if s else None, s.cache_config if s else None, self.state,
                            {"root": self.restart_count})
@@ -116,7 +95,6 @@ class RootSupervisor(Supervisor):
                           else sm.TreeFailed(msg.req_id, f"tree is {self.state}"))
                 return
             self.start_msg, self.starter, self.state = msg, (sender, msg.req_id), "starting"
-            self.add_child(ChildSpec("registry", Registry))
             self.add_child(ChildSpec("cache", CacheSupervisor))
         elif isinstance(msg, sm.CacheReady):
             self.meta = msg.meta
@@ -169,17 +147,12 @@ class RootSupervisor(Supervisor):
         if spec.id == "cache":
             return sm.CacheSupStart(s.cache_config, s.pressure)
         if spec.id == "models":
-            return sm.ModelSupStart(self.meta, s.cache_config, s.admin_port, s.obs_path, self.children.get("registry"),
-                                    s.thinking_key, s.cores)
+            return sm.ModelSupStart(self.meta, s.cache_config, s.admin_port, s.obs_path, s.thinking_key, s.cores)
         return None
-
-    def on_child_started(self, spec: ChildSpec, addr: Any, restarted: bool) -> None:
-        if restarted and spec.id == "registry" and "models" in self.children:
-            self.send(self.children["models"], sm.RegistryRebind(addr))
 
     def on_escalate(self, failed: str) -> None:
         # Nothing above the root: stay alive to answer, reporting the failure.
         self.state = "failed"
 
 
-__all__ = ["CacheSupervisor", "Registry", "Restart", "RootSupervisor"]
+__all__ = ["CacheSupervisor", "Restart", "RootSupervisor"]
