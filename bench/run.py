@@ -202,6 +202,10 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     for g in report.get("actor", {}).get("goals", []):
         if g.get("met") is not None:
             add(f"actor: {g['goal']}", g["value"], g["target"], bool(g["met"]))
+    if report.get("server"):
+        import server_report
+
+        rows += server_report.goals(report["server"])
     return rows
 
 
@@ -397,6 +401,10 @@ def plot(report: dict[str, Any]) -> list[Path]:
 
     paths = [plot_ttft(plt, report), plot_rates(plt, report), plot_restore(plt, report),
              plot_scenarios(plt, report)]
+    if report.get("server"):
+        import server_report
+
+        paths.append(server_report.plot(plt, report["server"], OUT / "server.png"))
     return [p for p in paths if p is not None]
 
 
@@ -560,7 +568,8 @@ def write_readme(block: str) -> None:
 # --------------------------------------------------------------------------- main
 
 
-SECTIONS = ("native", "cache", "ttft", "peers", "actor", "actor_modes", "agents", "chat", "determinism")
+SECTIONS = ("native", "cache", "ttft", "peers", "actor", "cost", "actor_modes", "agents", "chat", "determinism",
+            "server")
 
 
 def main() -> None:
@@ -594,10 +603,14 @@ def main() -> None:
     def section(key: str, title: str, fn: Any) -> None:
         if key not in only:
             return
+        from bench_util import competing
+
         log(f"[bench] {title}")
+        before = competing()  # load and other busy processes around the section: figures taken beside them
         t = time.perf_counter()
         report[key] = fn()
         report["section_s"][key] = round(time.perf_counter() - t, 1)
+        report.setdefault("competition", {})[key] = {"before": before, "after": competing()}
 
     section("native", "binding vs llama-bench", lambda: native_bench.run(args.smoke, args.compare_flags))
     report["machine"]["llama_cpp_build_flags"] = report["native"].get("cpu_flags", {})
@@ -616,12 +629,16 @@ def main() -> None:
         section("peers", "llama-cpp-python (same llama.cpp commit)",
                 lambda: {"llama_cpp_python": peers.run_llama_cpp_python(task)})
     section("actor", "actor runtime: overheads, delivery, status, decode", lambda: run_script("actor_bench.py", smoke))
+    section("cost", "actor runtime: CPU per request of the tree itself (stub model)",
+            lambda: run_script("request_cost.py", smoke))
     section("actor_modes", "actor runtime: TTFT per cache mode, cache on vs off",
             lambda: run_script("actor_modes_bench.py", smoke))
     section("agents", "actor runtime: concurrent agents", lambda: run_script("agents_bench.py", smoke))
     section("chat", "actor runtime: multi-turn chat", lambda: run_script("chat_bench.py", smoke))
     section("determinism", "actor runtime: warm replies vs cold replays, per hit kind",
             lambda: run_script("determinism_bench.py", smoke))
+    section("server", "ours vs llama-server (same tree and flags): chat, decode, restart, shared cores",
+            lambda: run_script("server_compare.py", smoke))
     report["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.only:
         report["total_s"] = round(time.perf_counter() - t_start, 1)
@@ -641,7 +658,8 @@ def main() -> None:
     for g in report["goals"]:
         mark = "info" if g["met"] is None else "ok  " if g["met"] else "MISS"
         value = g["value"] if g["value"] is not None and not math.isnan(g["value"]) else float("nan")
-        log(f"  {mark} {g['goal']}: {value:.3g} (goal {g['target']})")
+        busy = " [another process competed for the cores]" if g.get("contended") else ""
+        log(f"  {mark} {g['goal']}: {value:.3g} (goal {g['target']}){busy}")
 
 
 if __name__ == "__main__":
