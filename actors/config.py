@@ -150,6 +150,8 @@ class ModelSettings:
     thinking_markers: Mapping[str, str] | None = None
     tool_call_markers: Mapping[str, str] | None = None
     stub: Mapping[str, Any] = field(default_factory=dict)
+    max_pending: int | None = None
+    on_full: str = "queue"
 
 
 @dataclass(frozen=True)
@@ -421,7 +423,7 @@ def _pressure(v: Any, configured: tuple[str, ...]) -> PressureSettings:
 
 
 _MODEL_KEYS = ("id", "path", "backend", "context", "model_options", "prefill_chunk_size", "use_cache", "embeddings",
-               "thinking_markers", "tool_call_markers", "stub")
+               "thinking_markers", "tool_call_markers", "stub", "max_pending", "on_full")
 
 
 def _option_error(e: Any, opts: Mapping[str, Any], key: str) -> ConfigError:
@@ -532,6 +534,8 @@ def _model(v: Any, i: int, base: Path | None, seen: dict[str, int]) -> ModelSett
         thinking_markers=thinking,
         tool_call_markers=tools,
         stub=stub,
+        max_pending=_int(t["max_pending"], f"{key}.max_pending", 0, 2**31 - 1) if "max_pending" in t else None,
+        on_full=_str(t.get("on_full", "queue"), f"{key}.on_full", ("queue", "error")),
     )
 
 
@@ -638,6 +642,8 @@ def load_model_kwargs(model: ModelSettings) -> dict[str, Any]:
         "embeddings": model.embeddings,
         "thinking_markers": dict(model.thinking_markers) if model.thinking_markers else None,
         "tool_call_markers": dict(model.tool_call_markers) if model.tool_call_markers else None,
+        "max_pending": model.max_pending,
+        "on_full": model.on_full,
     }
     if model.stub:
         kw["stub"] = dict(model.stub)

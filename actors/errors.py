@@ -50,7 +50,8 @@ class ErrorReply:
     ``reason`` is machine-readable. The model actor and its supervisor use,
     among others, ``model_crashed``, ``no_such_model``, ``model_failed``,
     ``model_stopping``, ``model_unloaded``, ``model_exists``, ``not_ready``,
-    ``busy``, ``sticky_busy``, ``no_session``, ``session_pool_full``,
+    ``busy``, ``sticky_busy``, ``no_session``, ``session_pool_full``, ``seq_capacity`` (the pending queue
+    is full), ``transcript_mismatch`` (``expect_committed``),
     ``context_overflow``, ``batch_overflow``, ``bad_token``, ``bad_option``,
     ``bad_request``, ``debug_disabled``, ``embeddings_disabled``, the adapter
     reasons (``no_such_adapter``, ``adapter_exists``, ``no_such_file``), the

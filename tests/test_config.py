@@ -146,6 +146,8 @@ use_cache = false
 embeddings = true
 thinking_markers = { start = "<think>", end = "</think>" }
 tool_call_markers = { start = "<tool_call>", end = "</tool_call>", payload_start = "{", payload_end = "}" }
+max_pending = 8
+on_full = "error"
 """)
     config = load_config(cfg)
     assert config.node.log == str(tmp_path / "logs" / "serve.log")
@@ -166,6 +168,8 @@ tool_call_markers = { start = "<tool_call>", end = "</tool_call>", payload_start
         "embeddings": True,
         "thinking_markers": {"start": "<think>", "end": "</think>"},
         "tool_call_markers": {"start": "<tool_call>", "end": "</tool_call>", "payload_start": "{", "payload_end": "}"},
+        "max_pending": 8,
+        "on_full": "error",
     }
 
 
@@ -243,6 +247,13 @@ def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         load_config(bad)
     assert str(ei.value).startswith("not valid TOML: ") and "\n" not in str(ei.value)
+
+
+@pytest.mark.parametrize("key,value", [("max_pending", -1), ("max_pending", "8"), ("on_full", "drop")])
+def test_admission_limits_are_checked(key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_config({"models": [{"id": "s", "backend": "stub", key: value}]})
+    assert ei.value.key == f"models[0].{key}"
 
 
 def test_stub_models_need_no_file() -> None:

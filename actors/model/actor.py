@@ -196,12 +196,14 @@ class ModelActor(Actor):
             return
         try:
             from actors.model.engine import Engine, EngineHooks, EngineSettings
+            from actors.model.validate import check_limits
 
             settings = EngineSettings(
                 init.model_id, policy=init.cache_config.policy if init.cache_config is not None else None,
                 prefill_chunk=cfg.prefill_chunk_size, allow_debug_crash=cfg.allow_debug_crash,
                 restarts=init.restarts, markers=markers,
-                thinking_key=init.thinking_key.reveal() if init.thinking_key else None, embeddings=cfg.embeddings)
+                thinking_key=init.thinking_key.reveal() if init.thinking_key else None, embeddings=cfg.embeddings,
+                limits=check_limits(cfg.max_pending, cfg.on_full))
             hooks = EngineHooks(
                 done=lambda rid: self.outbox.post(sup, mm.RequestDone((rid,))),
                 adapters_changed=lambda specs: self.outbox.post(sup, mm.AdaptersChanged(init.model_id, specs)),
@@ -212,8 +214,9 @@ class ModelActor(Actor):
         except Exception as e:
             backend.close()
             self.state = "failed"
-            self.outbox.post(sup, mm.ModelLoadFailed(init.model_id, "bad_option", str(e)))
-            self._refuse_all("bad_option", str(e))
+            reason, detail = getattr(e, "reason", "bad_option"), getattr(e, "detail", "") or str(e)
+            self.outbox.post(sup, mm.ModelLoadFailed(init.model_id, reason, detail))
+            self._refuse_all(reason, detail)
             return
         self.state = "ready"
         info = backend.info()

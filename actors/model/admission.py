@@ -31,7 +31,14 @@ from actors.model.request import HitKind, Kind, Phase, Request
 from actors.model.scheduler import select_admissions
 from actors.model.sessions import SessionTable
 from actors.model.stream import Markers
-from actors.model.validate import RequestError, check_options, check_text, check_tier
+from actors.model.validate import (
+    AdmissionLimits,
+    RequestError,
+    check_committed,
+    check_options,
+    check_text,
+    check_tier,
+)
 
 KIND_OF: dict[type, Kind] = {mm.Complete: Kind.COMPLETE, mm.Infer: Kind.INFER, mm.PrefillOnly: Kind.PREFILL_ONLY,
                              mm.Continue: Kind.CONTINUE}
@@ -40,7 +47,8 @@ KIND_OF: dict[type, Kind] = {mm.Complete: Kind.COMPLETE, mm.Infer: Kind.INFER, m
 class Admission:
     def __init__(self, backend: Backend, cache: CacheUse, slots: SessionTable, queries: Queries,
                  markers: Markers, thinking_key: bytes | None, counters: dict[str, int],
-                 prompt_done: Callable[[Request], None], fail: Callable[[Request, str, str], None]) -> None:
+                 prompt_done: Callable[[Request], None], fail: Callable[[Request, str, str], None],
+                 limits: AdmissionLimits | None = None) -> None:
         self.backend = backend
         self.cache = cache
         self.slots = slots
@@ -50,6 +58,7 @@ class Admission:
         self.counters = counters
         self.prompt_done = prompt_done
         self.fail = fail
+        self.limits = limits or AdmissionLimits()
         self.pending: deque[Request] = deque()
         self.active: dict[str, Request] = {}
         self.last_hit: dict[str, Any] | None = None
@@ -68,6 +77,11 @@ class Admission:
         sid = opts.session_id
         if sid is not None and slots.busy(sid):
             raise RequestError("sticky_busy", f"session {sid!r} has a request in flight")
+        session = slots.sessions.get(sid) if sid is not None else None
+        check_committed(opts.expect_committed, session.tokens if session is not None else ())
+        if len(self.pending) >= self.limits.max_pending:
+            raise RequestError("seq_capacity", f"{len(self.pending)} requests already wait for a sequence "
+                                               f"(max_pending={self.limits.max_pending})")
         if kind is Kind.CONTINUE:
             if sid is None or sid not in slots.sessions:
                 raise RequestError("no_session", f"session {sid!r} is not pinned on this model")

@@ -47,7 +47,7 @@ from actors.model.scheduler import ModelPhase, default_chunk, phase_of, plan_bat
 from actors.model.sessions import Session, SessionTable
 from actors.model.status import ModelStatusView, ObsFields, RequestView, StatusBoard
 from actors.model.stream import Markers
-from actors.model.validate import RequestError, check_session_id
+from actors.model.validate import AdmissionLimits, RequestError, check_session_id
 
 Emit = Callable[[Any, Any], None]
 AdapterSpecs = tuple[tuple[str, str, float], ...]
@@ -67,6 +67,7 @@ class EngineSettings:
     markers: Markers = field(default_factory=Markers)
     thinking_key: bytes | None = None
     embeddings: bool = True
+    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
 
 
 @dataclass
@@ -103,7 +104,8 @@ class Engine:
         self.queries = Queries(backend, self.cache_use, settings.embeddings)
         self.gen = Generation(backend, self.cache_use, emit, self._finish, settings.markers, self.counters)
         self.admission = Admission(backend, self.cache_use, self.slots, self.queries, settings.markers,
-                                   settings.thinking_key, self.counters, self.gen.prompt_done, self._fail)
+                                   settings.thinking_key, self.counters, self.gen.prompt_done, self._fail,
+                                   settings.limits)
         self.adapters = AdapterSet(backend, self._release_sessions)
         self.info: dict[str, Any] = dict(backend.info())
         self.restarts = settings.restarts
@@ -170,8 +172,10 @@ class Engine:
 
     def _dispatch(self, msg: Any) -> None:
         if type(msg) in KIND_OF:
-            self.admission.submit(msg)
+            req = self.admission.submit(msg)
             self.admission.admit(bool(self.adapters.waiting))
+            if self.settings.limits.on_full == "error" and req in self.pending:
+                self._fail(req, "seq_capacity", "no free sequence for this request now (on_full=error)")
         elif self.queries.handles(msg):
             self._value(msg, self.queries.answer(msg))
         elif isinstance(msg, mm.Cancel):

@@ -53,6 +53,10 @@ class GenOptions:
     caps it.  ``timeout_s``: the request ends with ``finish_reason
     "timeout"`` (and what it produced so far) once this long has passed
     since the model received it (queueing included).
+
+    ``expect_committed``: the caller's view of what the model holds for it, as a token count or the
+    token list (a pinned session's tokens; nothing for a request without one).  When the model holds
+    something else the request is refused with ``transcript_mismatch`` and nothing is generated.
     """
 
     max_tokens: int = 64
@@ -67,6 +71,7 @@ class GenOptions:
     thinking: str = "disabled"
     thinking_budget_tokens: int | None = None
     timeout_s: float | None = None
+    expect_committed: int | tuple[int, ...] | None = None
 
 
 # --------------------------------------------------------------------------- requests
@@ -408,6 +413,7 @@ class ModelConfig:
     (deterministic, no model file; ``stub`` holds ``StubConfig`` fields).
     ``context`` are ``Model.new_context`` options (``n_ctx``, ``n_batch``,
     ``n_seq_max``, ...), ``model_options`` are ``Model(...)`` options.
+    ``max_pending`` / ``on_full``: admission limits (``validate.AdmissionLimits``).
     """
 
     backend: str = "llama"
@@ -421,6 +427,8 @@ class ModelConfig:
     embeddings: bool = False
     thinking_markers: dict[str, str] | None = None
     tool_call_markers: dict[str, str] | None = None
+    max_pending: int | None = None  # None: validate.DEFAULT_MAX_PENDING
+    on_full: str = "queue"
 
 
 @dataclass(frozen=True)

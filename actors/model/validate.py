@@ -9,6 +9,7 @@ and can be tested without a model.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from actors.cache.config import TIER_NAMES
@@ -118,6 +119,7 @@ def check_options(opts: Any) -> mm.GenOptions:
         raise RequestError("bad_option", f"tier: expected a tier name, got {opts.tier!r}")
     check_sampler(opts.sampler)
     check_stop_sequences(opts.stop_sequences)
+    check_expect_committed(opts.expect_committed)
     if opts.thinking not in ("enabled", "disabled"):
         raise RequestError("bad_option", f"thinking: expected 'enabled' or 'disabled', got {opts.thinking!r}")
     budget = opts.thinking_budget_tokens
@@ -139,6 +141,64 @@ def check_sampler(sampler: Any) -> SamplerOptions:
         raise RequestError("bad_option", e.detail) from None
 
 
+ON_FULL = ("queue", "error")
+DEFAULT_MAX_PENDING = 1024
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    """How many requests may wait for a sequence, and what a request that finds none free gets.
+
+    ``on_full="queue"``: it waits in the FIFO (``pending``) while fewer than ``max_pending`` wait,
+    beyond that it is refused with ``seq_capacity``.  ``on_full="error"``: a request that cannot
+    start at once (no free sequence, or others already waiting) is refused with ``seq_capacity``.
+    """
+
+    max_pending: int = DEFAULT_MAX_PENDING
+    on_full: str = "queue"
+
+
+def check_limits(max_pending: Any, on_full: Any) -> AdmissionLimits:
+    """A model's admission limits (``None``: the default), or ``bad_option`` naming the field."""
+    if max_pending is None:
+        max_pending = DEFAULT_MAX_PENDING
+    if not _is_int(max_pending) or not 0 <= max_pending <= INT32_MAX:
+        raise RequestError("bad_option", f"max_pending: expected an int >= 0, got {max_pending!r}")
+    if on_full not in ON_FULL:
+        raise RequestError("bad_option", f"on_full: expected one of {', '.join(ON_FULL)}, got {on_full!r}")
+    return AdmissionLimits(max_pending, on_full)
+
+
+def check_expect_committed(v: Any) -> int | tuple[int, ...] | None:
+    """None, a token count, or a token list (the caller's view of what the model holds for it)."""
+    if v is None:
+        return None
+    if _is_int(v):
+        if not 0 <= v <= INT32_MAX:
+            raise RequestError("bad_option", f"expect_committed: a count must be >= 0, got {v}")
+        return v
+    if isinstance(v, (list, tuple)) and all(_is_int(t) and 0 <= t <= INT32_MAX for t in v):
+        return tuple(v)
+    raise RequestError("bad_option", "expect_committed: expected a token count or a list of token ids")
+
+
+def check_committed(expected: int | tuple[int, ...] | None, committed: Sequence[int]) -> None:
+    """``transcript_mismatch`` unless the caller's view equals what the model holds (count or tokens)."""
+    if expected is None:
+        return
+    if isinstance(expected, int):
+        if expected != len(committed):
+            raise RequestError("transcript_mismatch",
+                               f"the caller expects {expected} committed tokens, the model holds {len(committed)}")
+        return
+    if tuple(expected) != tuple(committed):
+        n = next((i for i, (a, b) in enumerate(zip(expected, committed, strict=False)) if a != b),
+                 min(len(expected), len(committed)))
+        raise RequestError("transcript_mismatch",
+                           f"the caller's {len(expected)} committed tokens differ from the model's {len(committed)} "
+                           f"from position {n}")
+
+
 def check_stop_sequences(stops: Any) -> Sequence[str]:
     if isinstance(stops, str) or not isinstance(stops, (tuple, list)) or not all(
             is_utf8_text(x) and x for x in stops):
@@ -149,5 +209,6 @@ def check_stop_sequences(stops: Any) -> Sequence[str]:
     return stops
 
 
-__all__ = ["RequestError", "check_options", "check_sampler", "check_session_id", "check_stop_sequences",
-           "check_text", "check_texts_deep", "check_tier", "check_token_ids", "is_utf8_text"]
+__all__ = ["AdmissionLimits", "RequestError", "check_committed", "check_expect_committed", "check_limits",
+           "check_options", "check_sampler", "check_session_id", "check_stop_sequences", "check_text",
+           "check_texts_deep", "check_tier", "check_token_ids", "is_utf8_text"]
