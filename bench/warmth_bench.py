@@ -162,7 +162,39 @@ def write_costs(row_mb: float = 9.0, reps: int = 5) -> dict[str, Any]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(disk / f"{m.key.hex()}.kvc")
                 os.unlink(disk / f"{m2.key.hex()}.kvc")
-    return {"row_mb": row_mb, **{k: round(statistics.median(v), 2) for k, v in out.items()}}
+    costs = {"row_mb": row_mb, **{k: round(statistics.median(v), 2) for k, v in out.items()}}
+    for behind in (False, True):
+        costs[f"tick_ram_save_cpu_ms_write_behind_{'on' if behind else 'off'}"] = _tick_save_cpu_ms(kv, logits, behind)
+    return costs
+
+
+def _tick_save_cpu_ms(kv: bytes, logits: bytes, behind: bool, n: int = 12) -> float:
+    """CPU the model's tick spends in one ram save (``CacheClient.save``), with the writer held by
+    its test hook so that only the request path is measured."""
+    import statistics
+    import threading
+    import time as t
+
+    from actors.cache.service import CacheService
+
+    with tier_dirs() as (tmp, _shm):
+        cfg = CacheConfig.create(tmp / "run", ram=40 << 20, disk=(tmp / "disk", 4 * GIB), default_tier="ram",
+                                 write_behind=behind, fsync=False)
+        with CacheService(cfg, writers=0) as svc:
+            client = svc.client()
+            held = threading.Event()
+            if client.behind is not None:
+                client.behind.hook = lambda _key: held.wait(60)
+            times = []
+            for i in range(n):
+                meta = RowMeta(fingerprint=b"\xaa" * 32, quant=1, ctx_hash=b"\xbb" * 32,
+                               tokens=list(range(i, 400 + i)), context_size=4096, model="bench")
+                c0 = t.thread_time()
+                client.save("finish", meta, kv, logits, tier="ram")
+                times.append(t.thread_time() - c0)
+            held.set()
+            client.flush_writes()
+    return round(statistics.median(times) * 1e3, 3)
 
 
 def run(script: ChatScript, reps: int, setups: tuple[str, ...], nice: int | None = None) -> dict[str, Any]:
