@@ -305,7 +305,9 @@ def _top_frame(system: System) -> str:
     saves = sum(c.get(f"saves_{r}", 0) for r in ("cold", "continued", "finish", "evict", "shutdown"))
     lines.append(f"cache: hits {hits} (exact {c.get('hits_exact', 0)}, resume {c.get('hits_resume', 0)}, "
                  f"prefix {c.get('hits_longest_prefix', 0)}), misses {c.get('misses', 0)}, hit rate {rate}, "
-                 f"saves {saves} (dropped {c.get('saves_dropped', 0)}), evictions {c.get('evictions', 0)}")
+                 f"saves {saves} (dropped {c.get('saves_dropped', 0)}), evictions {c.get('evictions', 0)}, "
+                 f"demotions {c.get('demotions', 0)}, written behind {c.get('write_behind_written', 0)} "
+                 f"(skipped {c.get('write_behind_skipped', 0)}), spilled {c.get('spilled', 0)}")
     configured = [t.name for t in system.tree.cache_config.tiers]
     tiers = ", ".join(f"{t} {_fmt_bytes(c.get(f'bytes_{t}', 0))} in {c.get(f'rows_{t}', 0)} rows"
                       for t in TIERS if t in configured)
