@@ -383,8 +383,13 @@ class System:
 
     def complete(self, model: str, prompt: str | Sequence[int], timeout: float = DEFAULT_TIMEOUT,
                  **options: Any) -> mm.Completion:
-        return self._call(mm.Complete(model, _new_id(), prompt=_prompt(prompt), options=gen_options(options)),
-                          timeout)
+        """Generate and wait for the ``Completion``.
+
+        ``timeout`` travels with the request (as its ``timeout_s``, unless a shorter one is given): a
+        caller that gives up leaves no work behind, the model ends the request (``timeout``) at once.
+        """
+        return self._call(mm.Complete(model, _new_id(), prompt=_prompt(prompt),
+                                      options=_with_deadline(gen_options(options), timeout)), timeout)
 
     def infer(self, model: str, prompt: str | Sequence[int], timeout: float = DEFAULT_TIMEOUT,
               **options: Any) -> TokenStream:
@@ -401,14 +406,15 @@ class System:
 
     def prefill_only(self, model: str, prompt: str | Sequence[int], timeout: float = DEFAULT_TIMEOUT,
                      **options: Any) -> mm.Completion:
-        return self._call(mm.PrefillOnly(model, _new_id(), prompt=_prompt(prompt), options=gen_options(options)),
-                          timeout)
+        return self._call(mm.PrefillOnly(model, _new_id(), prompt=_prompt(prompt),
+                                         options=_with_deadline(gen_options(options), timeout)), timeout)
 
     def continue_(self, model: str, suffix: str | Sequence[int], session_id: str, stream: bool = False,
                   timeout: float = DEFAULT_TIMEOUT, **options: Any) -> Any:
         """Append a caller-asserted suffix to a pinned session (Completion, or a TokenStream if ``stream``)."""
+        opts = gen_options({**options, "session_id": session_id})
         msg = mm.Continue(model, _new_id(), suffix=_prompt(suffix),
-                          options=gen_options({**options, "session_id": session_id}), stream=stream)
+                          options=opts if stream else _with_deadline(opts, timeout), stream=stream)
         return self._stream(msg, timeout) if stream else self._call(msg, timeout)
 
     def cancel(self, model: str, req_id: str) -> None:
@@ -619,6 +625,20 @@ class Verified:
     accepted: int
     next: int | None
     eog: bool
+
+
+def _with_deadline(opts: mm.GenOptions, timeout: float) -> mm.GenOptions:
+    """The request ends at the caller's own timeout (or its ``timeout_s``, when that is shorter).
+
+    A stream's ``timeout`` bounds each wait for the next event, not the whole request, so streams
+    keep their own ``timeout_s``; a stream the caller leaves is cancelled by ``TokenStream.close``.
+    """
+    t = opts.timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        return opts
+    if t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and t > timeout):
+        return replace(opts, timeout_s=float(timeout))
+    return opts
 
 
 def _prompt(p: str | Sequence[int]) -> str | tuple[int, ...]:

@@ -125,7 +125,7 @@ class ModelActor(Actor):
         from actors.model.outbox import Outbox
 
         self.init = msg
-        self.outbox = Outbox(msg.admin_port)
+        self.outbox = Outbox(msg.admin_port, undeliverable=self._undeliverable)
         if msg.obs_path and msg.obs_slot >= 0:
             from actors.obs import ObsTable
 
@@ -140,6 +140,11 @@ class ModelActor(Actor):
         self.state = "loading"
         self.worker = threading.Thread(target=self._worker, name=f"model-{msg.model_id}", daemon=True)
         self.worker.start()
+
+    def _undeliverable(self, msg: Any) -> None:
+        """A stream event could not reach its caller (gone): cancel the request at the next tick."""
+        if self.init is not None and isinstance(msg, (mm.TokenChunk, mm.ThinkingEnd, mm.ToolCallEnd)):
+            self.commands.put(mm.Cancel(self.init.model_id, "", None, target=msg.req_id))
 
     def _new_cache_client(self, meta: Any) -> Any:
         from actors.cache.client import CacheClient

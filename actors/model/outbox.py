@@ -23,7 +23,11 @@ cost its sender thread, its receiver and thespian's acknowledgement ~1 ms
 of CPU on a busy two-core machine, and a plain request sent five of them
 beside its reply; every one of those cycles is taken from llama.cpp's
 threads.  Anything eager in the lane sends the lazy ones before it, in
-order, and ``flush``/``close`` send everything at once.  A crash inside the
+order, and ``flush``/``close`` send everything at once.
+
+A lane whose send fails (the reader is gone: its local inbox closed, its address dead) reports
+each message it could not deliver; the model actor cancels the request a stream event was
+for, so a client that went away stops holding a sequence within a tick.  A crash inside the
 linger costs nothing: the supervisor then answers ``model_crashed`` for a
 request that already had its reply, which callers ignore (documented).
 """
@@ -178,10 +182,15 @@ class _Lane:
 
 
 class Outbox:
-    """Thread-safe ``post(dest, msg)``; delivery order is kept per destination."""
+    """Thread-safe ``post(dest, msg)``; delivery order is kept per destination.
 
-    def __init__(self, admin_port: int) -> None:
+    ``undeliverable(msg)`` is told of every message a lane could not deliver (its receiver is gone:
+    a closed local inbox, a dead address), so the model can stop work nobody will read.
+    """
+
+    def __init__(self, admin_port: int, undeliverable: Callable[[Any], None] | None = None) -> None:
         self.admin_port = admin_port
+        self._undeliverable = undeliverable
         self._lanes: dict[str, _Lane] = {}
         self._lock = threading.Lock()
         self._base: Any = None
@@ -208,6 +217,9 @@ class Outbox:
     def _error(self, msg: Any, exc: Exception) -> None:
         self.errors += 1
         self.last_error = f"{type(msg).__name__}: {exc!r}"
+        if self._undeliverable is not None:
+            with contextlib.suppress(Exception):
+                self._undeliverable(msg)
 
     def post(self, dest: Any, msg: Any) -> None:
         if dest is None:
