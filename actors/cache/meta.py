@@ -174,7 +174,7 @@ class MetaCore:
         elif isinstance(msg, m.Gc):
             self.outbox.send(sender, m.GcDone(msg.req_id, self.gc()))
         elif isinstance(msg, m.Dump):
-            self.outbox.send(sender, m.DumpReply(msg.req_id, tuple(self.index.dump())))
+            self.outbox.send(sender, m.DumpReply(msg.req_id, tuple(self._dump())))
         elif isinstance(msg, m.GetCounters):
             self.outbox.send(sender, m.CountersReply(msg.req_id, read_counters(self.config.counters_dir)))
         elif isinstance(msg, m.WaitIdle):
@@ -413,6 +413,14 @@ class MetaCore:
             for pin_owner in row.pins:
                 self.index.pin(key, pin_owner)
             self._added.append(ram.info)
+
+    def _dump(self) -> list[dict[str, object]]:
+        """Every row; ``ram_copy`` names the process that also holds a row written behind in its ram."""
+        rows = self.index.dump()
+        for row in rows:
+            hot = self.hot.get(bytes.fromhex(str(row["key"])))
+            row["ram_copy"] = hot[0] if hot is not None else None
+        return rows
 
     def _on_row_written(self, msg: m.RowWritten) -> None:
         """A model's write-behind thread published a copy: charge it to its tier

@@ -71,6 +71,8 @@ def test_a_ram_save_is_written_behind_and_listed_while_ram_keeps_serving(
     counters = svc.get_counters()
     assert (counters["write_behind_queued"], counters["write_behind_written"]) == (1, 1)
     assert (counters["rows_ram"], counters["rows_disk"]) == (1, 1)
+    [row] = svc.dump()
+    assert (row["tier"], row["ram_copy"]) == ("disk", c.client_id)  # cache ls: on disk, and in c's ram
     # Another process sees the file copy.
     other = svc.client()
     hit = lookup(other, tokens)
