@@ -157,10 +157,6 @@ class WriteBehind:
             out.append(self._done.popleft())
         return out
 
-    def pending(self) -> int:
-        with self._cv:
-            return len(self._jobs) + (self._busy is not None)
-
     def wait_idle(self, timeout: float) -> bool:
         """True once nothing is queued or being written (tests, the shutdown flush)."""
         deadline = time.monotonic() + timeout
