@@ -206,6 +206,10 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
         import server_report
 
         rows += server_report.goals(report["server"])
+    if report.get("http"):
+        import http_report
+
+        rows += http_report.goals(report["http"])
     return rows
 
 
@@ -405,6 +409,10 @@ def plot(report: dict[str, Any]) -> list[Path]:
         import server_report
 
         paths.append(server_report.plot(plt, report["server"], OUT / "server.png"))
+    if report.get("http"):
+        import http_report
+
+        paths.append(http_report.plot(report["http"], OUT / "http_compare.png"))
     return [p for p in paths if p is not None]
 
 
@@ -529,6 +537,7 @@ def readme_table(report: dict[str, Any]) -> str:
     if status:
         rows.append(("status answered during generation, p99; cancel to done",
                      f"{_ms(status['during_generation_ms']['p99'])}; {_ms(status['cancel_to_done_ms'])}", "<= 50 ms"))
+    rows += http_rows(report)
     flags = ", ".join(x for x in m["cpu_flags"] if x in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni",
                                                          "avx512_bf16", "avx_vnni", "amx_tile", "neon", "sve"))
     lines = [f"`./run.sh bench`, {report['started'][:10]}: {m['cpu']}, {m['cores']} cores ({flags}), "
@@ -545,6 +554,27 @@ def readme_table(report: dict[str, Any]) -> str:
     else:
         lines.append("Every goal met in this run.")
     return "\n".join(lines)
+
+
+def http_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The HTTP comparison's lines of the README table (bench/http_compare.py)."""
+    rows: list[tuple[str, str, str]] = []
+    http = report.get("http") or {}
+    chat = _get(http, "chat", "servers")
+    names = {"ours": "ours", "llama_server": "llama-server", "llama_cpp_python": "llama-cpp-python"}
+    if chat:
+        have = [k for k in names if k in chat]
+        rows.append((f"HTTP {http['chat']['turns']}-turn chat, openai client, total wall: "
+                     + " / ".join(names[k] for k in have),
+                     " / ".join(f"{chat[k]['total_wall_s']['median']:.2f} s" for k in have), "ours lowest"))
+    conc = _get(http, "concurrent", "servers")
+    if conc:
+        have = [k for k in names if k in conc]
+        rows.append((f"HTTP {http['concurrent']['clients']} concurrent streaming clients, aggregate tok/s; p99 TTFT: "
+                     + " / ".join(names[k] for k in have),
+                     " / ".join(f"{conc[k]['aggregate_tok_s']['median']:.0f}" for k in have) + "; "
+                     + " / ".join(_ms(conc[k]["ttft_p99_ms"]["median"]) for k in have), ""))
+    return rows
 
 
 def write_readme(block: str) -> None:
@@ -569,7 +599,7 @@ def write_readme(block: str) -> None:
 
 
 SECTIONS = ("native", "cache", "ttft", "peers", "actor", "cost", "actor_modes", "agents", "chat", "determinism",
-            "server")
+            "server", "http")
 
 
 def main() -> None:
@@ -639,6 +669,8 @@ def main() -> None:
             lambda: run_script("determinism_bench.py", smoke))
     section("server", "ours vs llama-server (same tree and flags): chat, decode, restart, shared cores",
             lambda: run_script("server_compare.py", smoke))
+    section("http", "HTTP through the openai client: ours vs llama-server vs llama-cpp-python's server",
+            lambda: run_script("http_compare.py", smoke + (["--no-llama-cpp-python"] if args.no_peers else [])))
     report["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.only:
         report["total_s"] = round(time.perf_counter() - t_start, 1)
