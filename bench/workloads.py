@@ -66,8 +66,13 @@ class ChatScript:
         head = f"{name} {topic} desk, agent {user + 1}. You are the {topic} assistant of the {name} hardware store. "
         return head + STORE_TEXT * (self.system_tokens // TOKENS_PER_REPEAT + 2)
 
+    def question(self, user: int, turn: int) -> str:
+        """The user's words alone (what a chat API sends as the user message)."""
+        return QUESTIONS[(user * 7 + turn) % len(QUESTIONS)]
+
     def message(self, user: int, turn: int) -> str:
-        return f"\nUser: {QUESTIONS[(user * 7 + turn) % len(QUESTIONS)]}\nAssistant:"
+        """The turn as raw prompt text (what a completion API appends to the conversation)."""
+        return f"\nUser: {self.question(user, turn)}\nAssistant:"
 
     def order(self) -> Iterator[ChatTurn]:
         for turn in range(self.turns):
