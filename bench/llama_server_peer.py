@@ -9,26 +9,20 @@ static libraries, so it is compiled with exactly our CMake arguments
 and from the same commit.  It binds loopback only and needs no network at
 run time (the web UI is not embedded: no assets are fetched at build time).
 
-``LlamaServer`` is a context manager: the process is started with one slot,
-the given threads and prompt cache, waited on through ``/health``, and
-stopped by its pid in ``finally`` (SIGTERM, then SIGKILL), whatever
-happened in between.  ``ServerClient`` speaks the native ``/completion``
-endpoint with token ids (so both engines see identical prompts) and keeps
-one persistent HTTP connection, as a real client would.
+``LlamaServer`` is an ``http_servers.ServerProcess`` (the one way the bench
+starts and stops a server process): started with one slot, the given
+threads and prompt cache, waited on through ``/health``, and stopped by its
+pid in ``finally`` (SIGTERM, then SIGKILL), whatever happened in between.
+``ServerClient`` speaks the native ``/completion`` endpoint with token ids
+(so both engines see identical prompts) and keeps one persistent HTTP
+connection, as a real client would.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_llama  # noqa: E402
-
-LOOPBACK = "127.0.0.1"
+from http_servers import LOOPBACK, ServerProcess, free_port  # noqa: E402
 
 
 def server_binary() -> Path:
@@ -48,12 +41,6 @@ def server_binary() -> Path:
     if not exe.exists():
         build_llama.build(["llama-server"], bdir)
     return exe
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -73,69 +60,21 @@ def server_args(exe: Path, opts: ServerOptions, port: int) -> list[str]:
             "--metrics"]
 
 
-class LlamaServer:
-    """One llama-server process for the duration of a ``with`` block."""
+class LlamaServer(ServerProcess):
+    """One llama-server process for the duration of a ``with`` block (waited on through ``/health``)."""
 
     def __init__(self, opts: ServerOptions, start_timeout: float = 120.0) -> None:
+        super().__init__("llama-server", [], free_port(), "/health", start_timeout=start_timeout)
         self.opts = opts
-        self.port = free_port()
-        self.start_timeout = start_timeout
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
     def __enter__(self) -> LlamaServer:
-        self.proc = subprocess.Popen(server_args(server_binary(), self.opts, self.port), stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            self._wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
+        self.cmd = server_args(server_binary(), self.opts, self.port)  # built here, on first use
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.proc.returncode}: {self.tail()}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=2)
-                conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-                conn.close()
-            time.sleep(0.1)  # polling a condition (health), bounded by the deadline
-        raise RuntimeError(f"llama-server not healthy after {self.start_timeout:.0f} s: {self.tail()}")
-
-    def tail(self, n: int = 2000) -> str:
-        with contextlib.suppress(OSError):
-            return Path(self.log.name).read_text(errors="replace")[-n:]
-        return ""
-
-    def stop(self) -> None:
-        """SIGTERM by pid, SIGKILL after 10 s; the log file is removed."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log.name)
 
     def client(self) -> ServerClient:
         return ServerClient(LOOPBACK, self.port)
