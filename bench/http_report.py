@@ -129,7 +129,8 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylabel("streamed TTFT, ms (median over runs, log)")
     ax.set_title(f"{chat.get('turns', '?')}-turn chat: time to first content delta", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    if cs:
+        ax.legend(fontsize=7)
     ax = axes[1]
     names = [n for n in SERVERS if n in cs]
     _bars(ax, names, [cs[n]["total_wall_s"] for n in names], colors, {n for n in names if cs[n]["contended_runs"]}, "s",

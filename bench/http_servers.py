@@ -16,7 +16,11 @@ silent leftover.
   ``peers`` builds from the pinned sdist, with the sdist's own ``server``
   extra installed from PyPI, ``--cache true --cache_type ram``, and
   ``--interrupt_requests false`` (its default cancels a running stream when
-  the next request arrives).
+  the next request arrives).  Two of its server defaults would slow its
+  engine for nothing and are set as llama.cpp has them: ``--logits_all
+  false`` (its default computes the vocabulary's logits for every prompt
+  token) and ``--flash_attn true`` (llama-server's and our ``auto``
+  resolves to on for the CPU backend).
 """
 
 from __future__ import annotations
@@ -229,5 +233,5 @@ def llama_cpp_python(py: Path, threads: int, n_ctx: int) -> ServerProcess:
     cmd = [str(py), "-m", "llama_cpp.server", "--model", str(default_model_path()), "--model_alias", MODEL,
            "--host", LOOPBACK, "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
            "--n_ctx", str(n_ctx), "--n_batch", "512", "--n_ubatch", "512", "--cache", "true", "--cache_type", "ram",
-           "--interrupt_requests", "false", "--verbose", "false"]
+           "--interrupt_requests", "false", "--logits_all", "false", "--flash_attn", "true", "--verbose", "false"]
     return ServerProcess("llama_cpp_python", cmd, port, "/v1/models")

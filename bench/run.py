@@ -206,6 +206,12 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
         import server_report
 
         rows += server_report.goals(report["server"])
+    over = report.get("http_overhead")
+    if over:
+        v = over["http_overhead_ms"]
+        add("HTTP: exact-hit TTFT through HTTP - through the Python API (ms, medians)", v, "<= 2", v <= 2.0)
+        v = over["disconnect_to_idle_ms"]["median"]
+        add("HTTP: client disconnect mid-stream to the model idle (ms, median)", v, "<= 100", v <= 100.0)
     if report.get("http"):
         import http_report
 
@@ -559,6 +565,13 @@ def readme_table(report: dict[str, Any]) -> str:
 def http_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The HTTP comparison's lines of the README table (bench/http_compare.py)."""
     rows: list[tuple[str, str, str]] = []
+    over = report.get("http_overhead")
+    if over:
+        t = over["ttft_ms"]
+        rows.append((f"exact-hit TTFT, {over['prompt_tokens']}-token chat: Python API / HTTP / openai client; "
+                     "disconnect to idle", f"{_ms(t['python']['median'])} / {_ms(t['http']['median'])} / "
+                     f"{_ms(t['openai']['median'])}; {_ms(over['disconnect_to_idle_ms']['median'])}",
+                     "HTTP <= +2 ms; <= 100 ms"))
     http = report.get("http") or {}
     chat = _get(http, "chat", "servers")
     names = {"ours": "ours", "llama_server": "llama-server", "llama_cpp_python": "llama-cpp-python"}
@@ -599,7 +612,7 @@ def write_readme(block: str) -> None:
 
 
 SECTIONS = ("native", "cache", "ttft", "peers", "actor", "cost", "actor_modes", "agents", "chat", "determinism",
-            "server", "http")
+            "server", "http_overhead", "http")
 
 
 def main() -> None:
@@ -669,6 +682,8 @@ def main() -> None:
             lambda: run_script("determinism_bench.py", smoke))
     section("server", "ours vs llama-server (same tree and flags): chat, decode, restart, shared cores",
             lambda: run_script("server_compare.py", smoke))
+    section("http_overhead", "HTTP: exact-hit TTFT through HTTP vs the Python API, disconnect to idle",
+            lambda: run_script("http_bench.py", ["--quick"] if args.smoke else []))
     section("http", "HTTP through the openai client: ours vs llama-server vs llama-cpp-python's server",
             lambda: run_script("http_compare.py", smoke + (["--no-llama-cpp-python"] if args.no_peers else [])))
     report["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
