@@ -341,7 +341,7 @@ class System:
                    prefill_chunk_size: int | None = None, stub: dict[str, Any] | None = None,
                    use_cache: bool = True, allow_debug_crash: bool = False, embeddings: bool = False,
                    thinking_markers: dict[str, str] | None = None, tool_call_markers: dict[str, str] | None = None,
-                   max_pending: int | None = None, on_full: str = "queue",
+                   max_pending: int | None = None, on_full: str = "queue", decode_budget_ms: int | None = None,
                    timeout: float = 300.0) -> dict[str, Any]:
         """Start a model actor (its own process) and wait until the model is loaded; returns its info.
 
@@ -350,11 +350,14 @@ class System:
         "payload_start"?, "payload_end"?}`` are marker strings of this model's chat format.
         ``max_pending`` (default 1024) requests may wait for a sequence; ``on_full="error"`` refuses a
         request that cannot start at once instead of queueing it (both: ``seq_capacity``).
+        ``decode_budget_ms`` (default 60000, 0: unbounded) bounds every decode: past it the decode is
+        stopped (``decode_timeout``) and the context reset in place, the model stays loaded.
         """
-        from actors.model.validate import RequestError, check_limits
+        from actors.model.validate import RequestError, check_decode_budget, check_limits
 
         try:
             check_limits(max_pending, on_full)
+            check_decode_budget(decode_budget_ms)
         except RequestError as e:
             raise ModelError(e.reason, e.detail) from None
         cfg = mm.ModelConfig(backend=backend, path=str(path) if path is not None else None,
@@ -363,7 +366,7 @@ class System:
                              allow_debug_crash=allow_debug_crash, embeddings=embeddings,
                              thinking_markers=dict(thinking_markers) if thinking_markers else None,
                              tool_call_markers=dict(tool_call_markers) if tool_call_markers else None,
-                             max_pending=max_pending, on_full=on_full)
+                             max_pending=max_pending, on_full=on_full, decode_budget_ms=decode_budget_ms)
         reply = self._call(mm.LoadModel(model_id, cfg, _new_id()), timeout)
         return dict(reply.info)
 
@@ -421,6 +424,14 @@ class System:
         """Idempotent; the request's own caller gets its final reply with ``finish_reason="cancelled"``."""
         mb = self._mb()
         mb.send(self.tree.models, mm.Cancel(model, _new_id(), mb.address, target=req_id))
+
+    def abort(self, model: str, req_id: str) -> None:
+        """Stop a request now, even inside a decode: a decode holding it is cut short and the model's
+        context is reset in place (that step's requests get ``aborted``, other admitted ones
+        ``context_reset``, sessions are dropped; the weights and the cache stay).  A request not in a
+        decode ends as if cancelled.  Idempotent, no reply."""
+        mb = self._mb()
+        mb.send(self.tree.models, mm.Abort(model, _new_id(), mb.address, target=req_id))
 
     def end_session(self, model: str, session_id: str) -> bool:
         return bool(self._call(mm.EndSession(model, _new_id(), session_id=session_id), 60.0).value)
@@ -580,6 +591,12 @@ class System:
         """Test hook: crash the model process at its next tick (needs ``allow_debug_crash=True`` at load)."""
         mb = self._mb()
         mb.send(self.tree.models, mm.DebugCrash(model, _new_id(), mb.address, how=how))
+
+    def debug_hold_decode(self, model: str, ms: int) -> None:
+        """Test hook: the model's next decode takes ``ms`` (past a short ``decode_budget_ms``, it ends in
+        ``decode_timeout``); needs ``allow_debug_crash=True`` at load."""
+        mb = self._mb()
+        mb.send(self.tree.models, mm.DebugCrash(model, _new_id(), mb.address, how="hold", hold_ms=int(ms)))
 
     def model_address(self, model: str) -> str:
         """The model process's current thespian address, as text (it changes when the model restarts).

@@ -152,6 +152,7 @@ class ModelSettings:
     stub: Mapping[str, Any] = field(default_factory=dict)
     max_pending: int | None = None
     on_full: str = "queue"
+    decode_budget_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -423,7 +424,8 @@ def _pressure(v: Any, configured: tuple[str, ...]) -> PressureSettings:
 
 
 _MODEL_KEYS = ("id", "path", "backend", "context", "model_options", "prefill_chunk_size", "use_cache", "embeddings",
-               "thinking_markers", "tool_call_markers", "stub", "max_pending", "on_full")
+               "thinking_markers", "tool_call_markers", "stub", "max_pending", "on_full",
+               "decode_budget_ms")
 
 
 def _option_error(e: Any, opts: Mapping[str, Any], key: str) -> ConfigError:
@@ -536,6 +538,8 @@ def _model(v: Any, i: int, base: Path | None, seen: dict[str, int]) -> ModelSett
         stub=stub,
         max_pending=_int(t["max_pending"], f"{key}.max_pending", 0, 2**31 - 1) if "max_pending" in t else None,
         on_full=_str(t.get("on_full", "queue"), f"{key}.on_full", ("queue", "error")),
+        decode_budget_ms=(_int(t["decode_budget_ms"], f"{key}.decode_budget_ms", 0, 2**31 - 1)
+                          if "decode_budget_ms" in t else None),
     )
 
 
@@ -644,6 +648,7 @@ def load_model_kwargs(model: ModelSettings) -> dict[str, Any]:
         "tool_call_markers": dict(model.tool_call_markers) if model.tool_call_markers else None,
         "max_pending": model.max_pending,
         "on_full": model.on_full,
+        "decode_budget_ms": model.decode_budget_ms,
     }
     if model.stub:
         kw["stub"] = dict(model.stub)

@@ -51,7 +51,8 @@ class ErrorReply:
     among others, ``model_crashed``, ``no_such_model``, ``model_failed``,
     ``model_stopping``, ``model_unloaded``, ``model_exists``, ``not_ready``,
     ``busy``, ``sticky_busy``, ``no_session``, ``session_pool_full``, ``seq_capacity`` (the pending queue
-    is full), ``transcript_mismatch`` (``expect_committed``),
+    is full), ``transcript_mismatch`` (``expect_committed``), ``decode_timeout`` / ``aborted`` / ``context_reset``
+    (a decode stopped by its budget or ``abort``, and the others its reset failed),
     ``context_overflow``, ``batch_overflow``, ``bad_token``, ``bad_option``,
     ``bad_request``, ``debug_disabled``, ``embeddings_disabled``, the adapter
     reasons (``no_such_adapter``, ``adapter_exists``, ``no_such_file``), the

@@ -18,12 +18,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -139,6 +141,12 @@ struct la_context {
     std::vector<llama_token_data> cur;
     std::vector<la_adapter *> attached;
     bool closed = false;
+    // Bounded decodes: read by llama.cpp's abort callback (graph thread 0) while a decode runs,
+    // written by la_abort from any thread without the lock, hence atomics.
+    int32_t budget_ms = 0;                   // per decode; 0: unbounded (under mu)
+    std::atomic<int64_t> deadline_ns{0};     // steady clock; 0: none
+    std::atomic<bool> abort_flag{false};
+    std::atomic<int32_t> hold_ms{0};         // test hook
 };
 
 namespace {
@@ -259,10 +267,40 @@ void batch_add(llama_batch & b, llama_token t, llama_pos pos, llama_seq_id seq, 
     b.n_tokens++;
 }
 
+int64_t steady_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+bool past_deadline(const la_context * c) {
+    const int64_t d = c->deadline_ns.load();
+    return d != 0 && steady_ns() >= d;
+}
+
+// llama.cpp's abort callback: true ends the decode in flight (llama_decode returns 2).
+bool abort_check(void * data) {
+    auto * c = static_cast<la_context *>(data);
+    const int32_t hold = c->hold_ms.exchange(0);
+    if (hold > 0) {  // test hook: a slow graph node, cut short by the budget or an abort
+        const int64_t until = steady_ns() + static_cast<int64_t>(hold) * 1000000;
+        while (steady_ns() < until && !c->abort_flag.load() && !past_deadline(c)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
+    return c->abort_flag.load() || past_deadline(c);
+}
+
+// Caller holds c->mu.
 int32_t run_decode(la_context * c) {
+    c->deadline_ns.store(c->budget_ms > 0 ? steady_ns() + static_cast<int64_t>(c->budget_ms) * 1000000 : 0);
     const int32_t rc = llama_decode(c->ctx, c->batch);
+    const bool timed_out = past_deadline(c);
+    c->deadline_ns.store(0);
     if (rc == 0) {
         return LA_OK;
+    }
+    if (rc == 2) {  // aborted: by la_abort (the flag is consumed) or by the budget
+        return c->abort_flag.exchange(false) || !timed_out ? LA_E_ABORTED : LA_E_DECODE_TIMEOUT;
     }
     return rc == 1 ? LA_E_KV_FULL : LA_E_DECODE_FAILED;
 }
@@ -705,6 +743,7 @@ extern "C" int32_t la_context_new(la_model * m, const la_context_params * params
             c->batch = llama_batch_init(static_cast<int32_t>(c->n_batch), 0, 1);
             c->has_batch = true;
             c->ctx = lc;
+            llama_set_abort_callback(lc, abort_check, c);
         };
         return new_child(m, llama_free, build, adopt, out);
     });
@@ -789,6 +828,52 @@ extern "C" int32_t la_set_threads(la_context * c, int32_t n_threads, int32_t n_t
             return rc;
         }
         llama_set_n_threads(c->ctx, n_threads, n_threads_batch);
+        return static_cast<int32_t>(LA_OK);
+    });
+}
+
+extern "C" int32_t la_set_decode_budget(la_context * c, int32_t budget_ms) {
+    return guarded([&] {
+        if (c == nullptr || budget_ms < 0) {
+            return static_cast<int32_t>(LA_E_BAD_ARG);
+        }
+        std::lock_guard<std::mutex> lock(c->mu);
+        if (int32_t rc = context_open(c)) {
+            return rc;
+        }
+        c->budget_ms = budget_ms;
+        return static_cast<int32_t>(LA_OK);
+    });
+}
+
+extern "C" int32_t la_abort(la_context * c, bool on) {
+    if (c == nullptr) {
+        return LA_E_BAD_ARG;
+    }
+    c->abort_flag.store(on);  // no lock: the decode to stop holds it
+    return LA_OK;
+}
+
+extern "C" int32_t la_debug_hold_decode(la_context * c, int32_t ms) {
+    if (c == nullptr || ms < 0) {
+        return LA_E_BAD_ARG;
+    }
+    c->hold_ms.store(ms);
+    return LA_OK;
+}
+
+extern "C" int32_t la_reset(la_context * c) {
+    return guarded([&] {
+        if (c == nullptr) {
+            return static_cast<int32_t>(LA_E_BAD_ARG);
+        }
+        std::lock_guard<std::mutex> lock(c->mu);
+        if (int32_t rc = context_open(c)) {
+            return rc;
+        }
+        llama_memory_clear(llama_get_memory(c->ctx), true);
+        std::fill(c->has_logits.begin(), c->has_logits.end(), 0);
+        c->abort_flag.store(false);
         return static_cast<int32_t>(LA_OK);
     });
 }

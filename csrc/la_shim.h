@@ -48,7 +48,9 @@ typedef enum la_status {
     LA_E_NO_GPU = 21,
     LA_E_NO_MEMORY = 22,
     LA_E_SAMPLER_FAILED = 23,
-    LA_E_NOT_FOUND = 24
+    LA_E_NOT_FOUND = 24,
+    LA_E_DECODE_TIMEOUT = 25,
+    LA_E_ABORTED = 26
 } la_status;
 
 typedef struct la_model la_model;
@@ -176,6 +178,17 @@ int32_t la_seq_pos_max(la_context * ctx, int32_t seq, int32_t * out);
 int32_t la_seq_rm(la_context * ctx, int32_t seq, int32_t p0, int32_t p1);
 int32_t la_seq_has_logits(la_context * ctx, int32_t seq, bool * out);
 int32_t la_step(la_context * ctx, const la_step_row * rows, int32_t n_rows, la_step_result * out);
+/* Bounded and abortable decodes (llama.cpp's abort callback, CPU backend). Every decode of the
+ * context gets budget_ms (0: unbounded) and ends with LA_E_DECODE_TIMEOUT past it; la_abort sets
+ * (on) or clears an abort flag that ends the decode in flight, or the next one, with LA_E_ABORTED.
+ * la_abort takes no lock, so another thread can call it while a decode holds the context.
+ * After either, the decoded part of the batch may remain in KV: la_reset clears all of it.
+ * la_debug_hold_decode (test hook): the next decode waits up to ms at its first check, as a
+ * slow graph would, ending early if its budget or an abort says so. */
+int32_t la_set_decode_budget(la_context * ctx, int32_t budget_ms);
+int32_t la_abort(la_context * ctx, bool on);
+int32_t la_reset(la_context * ctx);
+int32_t la_debug_hold_decode(la_context * ctx, int32_t ms);
 /* Sample from the pending logits without decoding: the token is known at once;
  * append it later with a prefill row (sample + prefill row == one decode row). */
 int32_t la_sample(la_context * ctx, int32_t seq, la_sampler * sampler, int32_t * token, bool * eog);

@@ -148,6 +148,7 @@ thinking_markers = { start = "<think>", end = "</think>" }
 tool_call_markers = { start = "<tool_call>", end = "</tool_call>", payload_start = "{", payload_end = "}" }
 max_pending = 8
 on_full = "error"
+decode_budget_ms = 5000
 """)
     config = load_config(cfg)
     assert config.node.log == str(tmp_path / "logs" / "serve.log")
@@ -170,6 +171,7 @@ on_full = "error"
         "tool_call_markers": {"start": "<tool_call>", "end": "</tool_call>", "payload_start": "{", "payload_end": "}"},
         "max_pending": 8,
         "on_full": "error",
+        "decode_budget_ms": 5000,
     }
 
 
@@ -249,7 +251,8 @@ def test_bad_files(tmp_path: Path) -> None:
     assert str(ei.value).startswith("not valid TOML: ") and "\n" not in str(ei.value)
 
 
-@pytest.mark.parametrize("key,value", [("max_pending", -1), ("max_pending", "8"), ("on_full", "drop")])
+@pytest.mark.parametrize("key,value", [("max_pending", -1), ("max_pending", "8"), ("on_full", "drop"),
+                                       ("decode_budget_ms", -5), ("decode_budget_ms", 1.5)])
 def test_admission_limits_are_checked(key: str, value: object) -> None:
     with pytest.raises(ConfigError) as ei:
         parse_config({"models": [{"id": "s", "backend": "stub", key: value}]})

@@ -89,6 +89,8 @@ class ModelActor(Actor):
                 status["supervisor"] = msg.entry
             self.send(msg.reply_to or sender, mm.ModelStatus(msg.req_id, msg.model, status))
         elif isinstance(msg, mm.ModelRequest):
+            if isinstance(msg, mm.Abort):
+                self._abort_decode(msg.target)
             if self.init is None:
                 self.send(msg.reply_to or sender, mm.ErrorReply(msg.req_id, "not_ready", "model actor not started"))
                 return
@@ -140,6 +142,16 @@ class ModelActor(Actor):
         self.state = "loading"
         self.worker = threading.Thread(target=self._worker, name=f"model-{msg.model_id}", daemon=True)
         self.worker.start()
+
+    def _abort_decode(self, target: str) -> None:
+        """Stop the decode in flight now when it holds ``target`` (the worker is inside it; the flag
+        is an atomic of the context, read by llama.cpp's abort callback)."""
+        eng = self.engine
+        if eng is None:
+            return
+        if any(r.get("req_id") == target and r.get("seq") is not None for r in eng.status().get("requests", ())):
+            with contextlib.suppress(Exception):
+                eng.backend.abort_decode(True)
 
     def _undeliverable(self, msg: Any) -> None:
         """A stream event could not reach its caller (gone): cancel the request at the next tick."""
@@ -201,14 +213,15 @@ class ModelActor(Actor):
             return
         try:
             from actors.model.engine import Engine, EngineHooks, EngineSettings
-            from actors.model.validate import check_limits
+            from actors.model.validate import check_decode_budget, check_limits
 
             settings = EngineSettings(
                 init.model_id, policy=init.cache_config.policy if init.cache_config is not None else None,
                 prefill_chunk=cfg.prefill_chunk_size, allow_debug_crash=cfg.allow_debug_crash,
                 restarts=init.restarts, markers=markers,
                 thinking_key=init.thinking_key.reveal() if init.thinking_key else None, embeddings=cfg.embeddings,
-                limits=check_limits(cfg.max_pending, cfg.on_full))
+                limits=check_limits(cfg.max_pending, cfg.on_full),
+                decode_budget_ms=check_decode_budget(cfg.decode_budget_ms))
             hooks = EngineHooks(
                 done=lambda rid: self.outbox.post(sup, mm.RequestDone((rid,))),
                 adapters_changed=lambda specs: self.outbox.post(sup, mm.AdaptersChanged(init.model_id, specs)),

@@ -17,6 +17,7 @@ import hashlib
 import os
 import signal
 import struct
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,10 @@ class Backend(Protocol):
     def close_adapter(self, adapter: Any) -> None: ...
     def vram(self) -> dict[str, Any]: ...
     def crash(self, how: str) -> None: ...
+    def set_decode_budget(self, budget_ms: int) -> None: ...
+    def abort_decode(self, on: bool = True) -> None: ...  # any thread: ends the decode in flight
+    def reset(self) -> None: ...  # every sequence's KV and logits cleared; weights and adapters stay
+    def hold_next_decode(self, ms: int) -> None: ...  # test hook: a decode slower than its budget
     def close(self) -> None: ...
 
 
@@ -255,6 +260,18 @@ class LlamaBackend:
             debug_crash(how)
         native_crash(how)
 
+    def set_decode_budget(self, budget_ms: int) -> None:
+        self.ctx.set_decode_budget(budget_ms)
+
+    def abort_decode(self, on: bool = True) -> None:
+        self.ctx.abort(on)
+
+    def reset(self) -> None:
+        self.ctx.reset()
+
+    def hold_next_decode(self, ms: int) -> None:
+        self.ctx.debug_hold_decode(ms)
+
     def close(self) -> None:
         if self._embed_ctx is not None:
             self._embed_ctx.close()
@@ -319,6 +336,9 @@ class StubBackend:
         self._logits: dict[int, bytes | None] = {s: None for s in range(cfg.n_seq_max)}
         self.steps: list[list[tuple[int, str, int]]] = []  # (seq, kind, n) per step, for tests
         self.closed = False
+        self.budget_s = 0.0
+        self.hold_s = 0.0
+        self._abort = threading.Event()
 
     def info(self) -> dict[str, Any]:
         return {"backend": "stub", "n_vocab": self.n_vocab, "n_ctx": self.context_size, "n_ctx_seq": self.n_ctx_seq,
@@ -422,6 +442,7 @@ class StubBackend:
             total += adds
         if total > self.n_batch:
             raise error_for(Status.LA_E_BATCH_OVERFLOW, f"{total} > {self.n_batch}")
+        self._compute(self.cfg.step_delay_s + self.cfg.token_delay_s * total)
         out: list[StepResult] = []
         log: list[tuple[int, str, int]] = []
         for row in rows:
@@ -441,10 +462,43 @@ class StubBackend:
                 out.append(StepResult(row.seq, None, False))
                 log.append((row.seq, "prefill", len(row.tokens)))
         self.steps.append(log)
-        delay = self.cfg.step_delay_s + self.cfg.token_delay_s * total
-        if delay > 0:
-            time.sleep(delay)
         return out
+
+    def _compute(self, delay: float) -> None:
+        """The step's simulated compute, stopped as llama.cpp's abort callback would (nothing applied)."""
+        hold, self.hold_s = self.hold_s, 0.0
+        delay += hold
+        if delay <= 0 and not self._abort.is_set():
+            return
+        end = time.monotonic() + delay
+        deadline = time.monotonic() + self.budget_s if self.budget_s > 0 else None
+        while True:
+            if self._abort.is_set():
+                self._abort.clear()
+                raise error_for(Status.LA_E_ABORTED, "aborted")
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise error_for(Status.LA_E_DECODE_TIMEOUT, f"past its budget of {self.budget_s * 1000:.0f} ms")
+            if now >= end:
+                return
+            self._abort.wait(min(end, deadline or end) - now)
+
+    def set_decode_budget(self, budget_ms: int) -> None:
+        self.budget_s = budget_ms / 1000.0
+
+    def abort_decode(self, on: bool = True) -> None:
+        if on:
+            self._abort.set()
+        else:
+            self._abort.clear()
+
+    def reset(self) -> None:
+        self._kv = {s: [] for s in range(self.n_seq_max)}
+        self._logits = {s: None for s in range(self.n_seq_max)}
+        self._abort.clear()
+
+    def hold_next_decode(self, ms: int) -> None:
+        self.hold_s = ms / 1000.0
 
     # -- state -------------------------------------------------------------------
 

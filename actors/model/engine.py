@@ -38,7 +38,7 @@ from actors.model.adapters import AdapterError, AdapterSet
 from actors.model.admission import KIND_OF, Admission
 from actors.model.backend import Backend
 from actors.model.cache_use import CacheUse
-from actors.model.errors import LlamaError
+from actors.model.errors import DecodeStopped, LlamaError
 from actors.model.generation import Generation
 from actors.model.llama import Decode, Prefill
 from actors.model.queries import Queries
@@ -47,12 +47,12 @@ from actors.model.scheduler import ModelPhase, default_chunk, phase_of, plan_bat
 from actors.model.sessions import Session, SessionTable
 from actors.model.status import ModelStatusView, ObsFields, RequestView, StatusBoard
 from actors.model.stream import Markers
-from actors.model.validate import AdmissionLimits, RequestError, check_session_id
+from actors.model.validate import DEFAULT_DECODE_BUDGET_MS, AdmissionLimits, RequestError, check_session_id
 
 Emit = Callable[[Any, Any], None]
 AdapterSpecs = tuple[tuple[str, str, float], ...]
 COUNTERS = ("requests", "completed", "cancelled", "errors", "tokens_generated", "prefill_tokens", "steps", "saves",
-            "saves_dropped", "save_us")
+            "saves_dropped", "save_us", "context_resets")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class EngineSettings:
     thinking_key: bytes | None = None
     embeddings: bool = True
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
+    decode_budget_ms: int = DEFAULT_DECODE_BUDGET_MS  # 0: unbounded
 
 
 @dataclass
@@ -110,7 +111,9 @@ class Engine:
         self.info: dict[str, Any] = dict(backend.info())
         self.restarts = settings.restarts
         self.last_error = ""
+        self.last_reset: dict[str, Any] | None = None
         self._crash: str | None = None
+        backend.set_decode_budget(settings.decode_budget_ms)
         self.board = StatusBoard()
         self._publish(force=True)
 
@@ -152,6 +155,10 @@ class Engine:
         reply_to = msg.reply_dest if isinstance(msg, mm.ModelRequest) else getattr(msg, "reply_to", None)
         try:
             self._dispatch(msg)
+        except DecodeStopped as e:  # a verify's decode ran past its budget or was aborted
+            self.counters["errors"] += 1
+            self._reply(reply_to, mm.ErrorReply(req_id, e.reason, e.detail), req_id)
+            self._reset_context(e.reason, ())
         except (RequestError, LlamaError) as e:
             self.counters["errors"] += 1
             self._reply(reply_to, mm.ErrorReply(req_id, e.reason, e.detail), req_id)
@@ -182,6 +189,13 @@ class Engine:
             self._cancel(msg.target)
             if msg.req_id:
                 self.hooks.done(msg.req_id)
+        elif isinstance(msg, mm.Abort):
+            # The actor set the abort flag when it received this; a decode it stopped has already
+            # reset the context (the target got ``aborted``).  Otherwise it ends like a cancel.
+            self.backend.abort_decode(False)
+            self._cancel(msg.target)
+            if msg.req_id:
+                self.hooks.done(msg.req_id)
         elif isinstance(msg, mm.EndSession):
             self._value(msg, self.slots.end(check_session_id(msg.session_id)))
         elif isinstance(msg, mm.Evict):
@@ -196,9 +210,12 @@ class Engine:
         elif isinstance(msg, mm.DebugCrash):
             if not self.settings.allow_debug_crash:
                 raise RequestError("debug_disabled", "load the model with allow_debug_crash=True")
-            if msg.how not in ("segv", "abort", "kill", "raise"):
-                raise RequestError("bad_option", "how: expected segv, abort, kill or raise")
-            self._crash = msg.how
+            if msg.how not in ("segv", "abort", "kill", "raise", "hold"):
+                raise RequestError("bad_option", "how: expected segv, abort, kill, raise or hold")
+            if msg.how == "hold":
+                self.backend.hold_next_decode(max(0, int(msg.hold_ms)))
+            else:
+                self._crash = msg.how
             if msg.req_id:
                 self.hooks.done(msg.req_id)
         elif isinstance(msg, mm.ModelStatusReq):
@@ -248,6 +265,9 @@ class Engine:
                 brows.append(Decode(pr.seq, sampler))
         try:
             results = self.backend.step(brows)
+        except DecodeStopped as e:
+            self._reset_context(e.reason, [by_seq[pr.seq] for pr in rows], e.detail)
+            return
         except LlamaError as e:
             for pr in rows:
                 self._fail(by_seq[pr.seq], e.reason, e.detail)
@@ -331,6 +351,33 @@ class Engine:
         req = self.active.get(target)
         if req is not None:
             self._finish(req, "cancelled")
+
+    def _reset_context(self, reason: str, stepped: Any, detail: str = "") -> None:
+        """A decode stopped part way (``decode_timeout``, ``aborted``): clear the KV in place and go on.
+
+        What the stopped batch decoded may remain in KV, so every sequence is cleared: the
+        requests of that step get ``reason``, other admitted requests ``context_reset`` (their KV
+        is gone), and the sessions are dropped unsaved (their last saved rows stay in the cache).
+        The weights, adapters, queued requests and cache tiers are untouched.
+        """
+        self.backend.reset()
+        in_step = {r.req_id for r in stepped}
+        failed = []
+        for req in sorted(self.active.values(), key=lambda r: r.order):
+            failed.append(req.req_id)
+            if req.req_id in in_step:
+                self._fail(req, reason, detail or "the decode was stopped; the context was reset")
+            else:
+                self._fail(req, "context_reset", f"another request's decode was stopped ({reason})")
+        dropped = list(self.sessions)
+        for sid in dropped:
+            self.slots.drop(sid, None)
+        self.counters["context_resets"] += 1
+        self.last_reset = {"reason": reason, "at": time.time(), "requests_failed": failed,
+                           "sessions_dropped": dropped}
+        self.last_error = (f"context reset after {reason}: {len(failed)} requests failed, "
+                           f"{len(dropped)} sessions dropped")
+        self._publish(force=True)
 
     # ------------------------------------------------------------------ adapters and verify
 
@@ -458,7 +505,8 @@ class Engine:
             pending=[r.req_id for r in self.pending], sessions=self.slots.describe(),
             counters=dict(self.counters), n_batch=self.n_batch, prefill_chunk_size=self.chunk, info=self.info,
             fingerprint=self.backend.fingerprint.hex(), adapters=self.adapters.describe(),
-            adapter_ops_waiting=len(self.adapters.waiting), restarts=self.restarts, last_error=last_error)
+            adapter_ops_waiting=len(self.adapters.waiting), restarts=self.restarts, last_error=last_error,
+            last_reset=self.last_reset)
 
 
 __all__ = ["Engine", "EngineHooks", "EngineSettings", "RequestError", "Session"]

@@ -49,6 +49,10 @@ class NativeFailure(LlamaError):
     """llama.cpp itself failed (a C++ exception or a failed decode)."""
 
 
+class DecodeStopped(LlamaError):
+    """A decode was stopped part way (its budget ran out, or it was aborted): reset the context's KV."""
+
+
 class Status(IntEnum):
     """The shim's la_status codes under the shim's own names (csrc/la_shim.h).
 
@@ -82,6 +86,8 @@ class Status(IntEnum):
     LA_E_NO_MEMORY = 22
     LA_E_SAMPLER_FAILED = 23
     LA_E_NOT_FOUND = 24
+    LA_E_DECODE_TIMEOUT = 25
+    LA_E_ABORTED = 26
 
 
 # status -> (reason, exception class)
@@ -110,6 +116,8 @@ STATUS: dict[Status, tuple[str, type[LlamaError]]] = {
     Status.LA_E_NO_MEMORY: ("no_memory", NativeFailure),
     Status.LA_E_SAMPLER_FAILED: ("sampler_failed", NativeFailure),
     Status.LA_E_NOT_FOUND: ("not_found", LoadError),
+    Status.LA_E_DECODE_TIMEOUT: ("decode_timeout", DecodeStopped),
+    Status.LA_E_ABORTED: ("aborted", DecodeStopped),
 }
 
 

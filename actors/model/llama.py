@@ -380,6 +380,24 @@ class Context(Handle):
     def seq_clear(self, seq: int = 0) -> None:
         self.seq_rm(seq, -1, -1)
 
+    # -------------------------------------------------------- bounded decodes
+
+    def set_decode_budget(self, budget_ms: int) -> None:
+        """Every later decode ends with ``decode_timeout`` past ``budget_ms`` (0: unbounded)."""
+        check(native()[1].la_set_decode_budget(self._ptr(), int(budget_ms)))
+
+    def abort(self, on: bool = True) -> None:
+        """End the decode in flight (or the next one) with ``aborted``; safe from any thread."""
+        check(native()[1].la_abort(self._ptr(), bool(on)))
+
+    def reset(self) -> None:
+        """Clear every sequence's KV and pending logits (after a stopped decode); the weights stay."""
+        check(native()[1].la_reset(self._ptr()))
+
+    def debug_hold_decode(self, ms: int) -> None:
+        """Test hook: the next decode waits up to ``ms`` at its first check, as a slow graph would."""
+        check(native()[1].la_debug_hold_decode(self._ptr(), int(ms)))
+
     def has_logits(self, seq: int = 0) -> bool:
         ffi, lib = native()
         out = ffi.new("bool*")

@@ -149,6 +149,19 @@ class Cancel(ModelRequest):
 
 
 @dataclass(frozen=True)
+class Abort(ModelRequest):
+    """Stop request ``target`` now, even inside a decode (no reply to the abort itself).
+
+    A decode in flight that holds the target is stopped through llama.cpp's abort callback; the
+    context is then reset in place (the requests of that step get ``ErrorReply("aborted")``, the other
+    admitted requests ``context_reset``, sessions are dropped, the weights stay).  A target not in
+    a decode just ends as if cancelled.
+    """
+
+    target: str = ""
+
+
+@dataclass(frozen=True)
 class EndSession(ModelRequest):
     """Free a sticky session's sequence (idempotent); replies ``Value(True|False)`` (False: unknown id)."""
 
@@ -280,13 +293,15 @@ class ModelStatusReq(ModelRequest):
 @dataclass(frozen=True)
 class DebugCrash(ModelRequest):
     """Test hook: crash the model process at its next tick (``segv``, ``abort`` or ``kill``),
-    or raise a Python exception inside the tick (``raise``: in-flight requests get ``internal_error``).
+    or raise a Python exception inside the tick (``raise``: in-flight requests get ``internal_error``),
+    or make the next decode hold for ``hold_ms`` (``hold``: a decode past its ``decode_budget_ms``).
 
     Refused with ``ErrorReply("debug_disabled")`` unless the model was
     loaded with ``allow_debug_crash=True``.
     """
 
     how: str = "segv"
+    hold_ms: int = 0  # how="hold": the next decode takes this long (past a short decode_budget_ms)
 
 
 # --------------------------------------------------------------------------- replies and events
@@ -429,6 +444,7 @@ class ModelConfig:
     tool_call_markers: dict[str, str] | None = None
     max_pending: int | None = None  # None: validate.DEFAULT_MAX_PENDING
     on_full: str = "queue"
+    decode_budget_ms: int | None = None  # None: engine.DEFAULT_DECODE_BUDGET_MS; 0: unbounded
 
 
 @dataclass(frozen=True)

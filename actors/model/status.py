@@ -53,7 +53,9 @@ class ModelStatusView:
     ``last_cache_hit``: ``{"kind", "prefix_len"}`` of the latest admission.
     ``counters``: requests, completed, cancelled, errors, tokens_generated,
     prefill_tokens (tokens llama.cpp computed), steps, saves, saves_dropped,
-    save_us (time spent packing and storing rows).
+    save_us (time spent packing and storing rows), context_resets (decodes stopped by their
+    budget or an abort, each followed by an in-place KV reset; ``last_reset`` says which requests
+    failed and which sessions were dropped).
     """
 
     model: str
@@ -74,6 +76,7 @@ class ModelStatusView:
     adapter_ops_waiting: int
     restarts: int
     last_error: str
+    last_reset: dict[str, Any] | None = None  # the latest in-place context reset (engine._reset_context)
     published_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:

@@ -169,6 +169,18 @@ def check_limits(max_pending: Any, on_full: Any) -> AdmissionLimits:
     return AdmissionLimits(max_pending, on_full)
 
 
+DEFAULT_DECODE_BUDGET_MS = 60_000  # generous: a prefill slice of a large model on a few cores fits well within
+
+
+def check_decode_budget(v: Any) -> int:
+    """A model's per-decode budget in ms (None: the default, 0: unbounded), or ``bad_option``."""
+    if v is None:
+        return DEFAULT_DECODE_BUDGET_MS
+    if not _is_int(v) or not 0 <= v <= INT32_MAX:
+        raise RequestError("bad_option", f"decode_budget_ms: expected an int >= 0 (0: unbounded), got {v!r}")
+    return v
+
+
 def check_expect_committed(v: Any) -> int | tuple[int, ...] | None:
     """None, a token count, or a token list (the caller's view of what the model holds for it)."""
     if v is None:
@@ -209,6 +221,7 @@ def check_stop_sequences(stops: Any) -> Sequence[str]:
     return stops
 
 
-__all__ = ["AdmissionLimits", "RequestError", "check_committed", "check_expect_committed", "check_limits",
+__all__ = ["AdmissionLimits", "RequestError", "check_committed", "check_decode_budget", "check_expect_committed",
+           "check_limits",
            "check_options", "check_sampler", "check_session_id", "check_stop_sequences", "check_text",
            "check_texts_deep", "check_tier", "check_token_ids", "is_utf8_text"]

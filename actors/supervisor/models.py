@@ -138,7 +138,7 @@ class ModelSupervisor(Actor):
     def _route(self, msg: mm.ModelRequest, sender: Any) -> None:
         reply_to = msg.reply_to or sender
         entry = self.models.get(msg.model)
-        if isinstance(msg, mm.Cancel):
+        if isinstance(msg, (mm.Cancel, mm.Abort)):  # no reply of their own: not tracked
             if entry is not None and entry.addr is not None:
                 self.send(entry.addr, replace(msg, reply_to=reply_to))
             return
