@@ -1,7 +1,8 @@
 """Fuzzing the public API (``System``): every input ends in a result or a clean ``ModelError``.
 
 Prompts (text with lone surrogates, token lists with anything in them), sampler values (past int32,
-wrong types, grammars), stop lists, session ids, tiers and the special-token flags.  A case passes
+wrong types, grammars), stop lists, session ids, tiers, the special-token flags, ``expect_committed``
+and ``timeout_s``.  A case passes
 when it returns a result or raises ``ModelError`` whose reason is specific (never ``internal_error``)
 within its time limit, and the model still answers afterwards.  The stub run is the wide one; the
 real-model run takes a few examples through llama.cpp's own tokenizer, sampler and grammar parser.
@@ -42,6 +43,9 @@ options = st.fixed_dictionaries({}, optional={
     "add_special": values, "parse_special": values,
     "tier": st.sampled_from(["ram", "disk", "../../tmp/x", "floppy"]) | values,
     "sampler": st.fixed_dictionaries({}, optional=sampler_values) | values,
+    "expect_committed": st.integers(min_value=-3, max_value=2**40) | st.lists(st.integers(-1, 300), max_size=4)
+    | values,
+    "timeout_s": values,
     **{k: v for k, v in sampler_values.items() if k in ("top_k", "repeat_last_n", "seed", "grammar")},
 })
 
