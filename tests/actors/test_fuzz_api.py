@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.api import ModelError, System
+from actors.model.llama import default_model_path
 from tests.actors.conftest import running_system
 
 pytestmark = pytest.mark.timeout(600)
@@ -138,11 +138,24 @@ def test_named_findings_get_specific_reasons(fuzz_stub: System) -> None:
     assert "ram" in e.value.detail  # names the configured tiers
 
 
-def test_a_failed_gguf_load_leaves_no_entry(fuzz_stub: System, tmp_path: Path) -> None:
-    junk = tmp_path / "junk.gguf"
-    junk.write_bytes(b"GGUF" + b"\x00" * 64)
+def malformed_gguf(kind: str, data: bytes) -> bytes:
+    """A file that is not a loadable model: random bytes, a GGUF magic with garbage, or a real model cut short."""
+    if kind == "random":
+        return data
+    if kind == "magic":
+        return b"GGUF" + data
+    real = default_model_path().read_bytes()
+    return real[: 8 + (len(data) * 997) % (len(real) // 4)]
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(kind=st.sampled_from(["random", "magic", "truncated"]), data=st.binary(max_size=256))
+def test_a_failed_gguf_load_leaves_no_entry(fuzz_stub: System, tmp_path_factory: pytest.TempPathFactory,
+                                            kind: str, data: bytes) -> None:
+    junk = tmp_path_factory.mktemp("gguf") / "junk.gguf"
+    junk.write_bytes(malformed_gguf(kind, data))
     with pytest.raises(ModelError) as e:
-        fuzz_stub.load_model("junk", path=str(junk), timeout=60)
+        fuzz_stub.load_model("junk", path=str(junk), timeout=120)
     assert e.value.reason in ("malformed_gguf", "load_failed")
     assert [m["model_id"] for m in fuzz_stub.list_models()] == ["stub"]
 
