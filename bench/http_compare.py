@@ -247,22 +247,31 @@ def idle_pids(servers: dict[str, Any], busy: str) -> list[int]:
     return [p for n, s in servers.items() if n != busy for p in s.pids()]
 
 
+def alternated(servers: dict[str, Any], reps: int, what: str,
+               one: Callable[[str, int], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """``reps`` rounds of ``one(server, variant)`` on every server, the order rotated each round, each measured.
+
+    ``variant`` is new for every run, so its prompts match nothing an earlier run left in any cache.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {}
+    variant = 0
+    for rep in range(reps):
+        for name in rotated(list(servers), rep):
+            variant += 1
+            runs.setdefault(name, []).append(measured(lambda n=name, v=variant: one(n, v), idle_pids(servers, name)))
+        log(f"  {what} round {rep + 1}/{reps} done")
+    return runs
+
+
 def section_chat(sizes: Sizes, threads: int, lcp_py: Path | None, counter: Counter) -> dict[str, Any]:
     script = ChatScript(users=1, turns=sizes.chat_turns, system_tokens=sizes.system_tokens,
                         reply_tokens=sizes.chat_max_tokens)
-    runs: dict[str, list[dict[str, Any]]] = {}
     with started(sizes, threads, lcp_py, concurrent=False) as servers:
         cmds = {n: s.cmd for n, s in servers.items()}
         clients = {n: client(s.base_url) for n, s in servers.items()}
         for s in servers.values():
             warm(s, counter)
-        variant = 0
-        for rep in range(sizes.chat_reps):
-            for name in rotated(list(servers), rep):
-                variant += 1
-                runs.setdefault(name, []).append(measured(
-                    lambda n=name, v=variant: chat_run(clients[n], script, v, counter), idle_pids(servers, name)))
-            log(f"  chat repeat {rep + 1}/{sizes.chat_reps} done")
+        runs = alternated(servers, sizes.chat_reps, "chat", lambda n, v: chat_run(clients[n], script, v, counter))
         for c in clients.values():
             c.close()
     out = {"turns": sizes.chat_turns, "max_tokens": sizes.chat_max_tokens, "slots": 1, "commands": cmds,
@@ -274,19 +283,12 @@ def section_chat(sizes: Sizes, threads: int, lcp_py: Path | None, counter: Count
 def section_concurrent(sizes: Sizes, threads: int, lcp_py: Path | None, counter: Counter) -> dict[str, Any]:
     script = ChatScript(users=sizes.clients, turns=sizes.client_turns, system_tokens=sizes.client_system_tokens,
                         reply_tokens=sizes.client_max_tokens)
-    runs: dict[str, list[dict[str, Any]]] = {}
     with started(sizes, threads, lcp_py, concurrent=True) as servers:
         cmds = {n: s.cmd for n, s in servers.items()}
         for s in servers.values():
             warm(s, counter)
-        variant = 1000
-        for rep in range(sizes.concurrent_reps):
-            for name in rotated(list(servers), rep):
-                variant += 1
-                runs.setdefault(name, []).append(measured(
-                    lambda n=name, v=variant: concurrent_run(servers[n].base_url, script, v, counter),
-                    idle_pids(servers, name)))
-            log(f"  concurrent repeat {rep + 1}/{sizes.concurrent_reps} done")
+        runs = alternated(servers, sizes.concurrent_reps, "concurrent",
+                          lambda n, v: concurrent_run(servers[n].base_url, script, 1000 + v, counter))
     parallelism = {"ours": f"n_seq_max={sizes.parallel}", "llama_server": f"-np {sizes.parallel}",
                    "llama_cpp_python": "1 (its server serialises every request behind one lock)"}
     return {"clients": sizes.clients, "turns_per_client": sizes.client_turns, "max_tokens": sizes.client_max_tokens,

@@ -125,6 +125,7 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
         ttft = v["per_turn_median"]["ttft_ms"]
         ax.plot(range(1, len(ttft) + 1), ttft, "o-", color=colors[n], label=LABELS[n] + mark[n])
     ax.set_yscale("log")
+    ax.set_xticks(range(1, int(chat.get("turns", 1)) + 1))
     ax.set_xlabel("turn (whole conversation resent)")
     ax.set_ylabel("streamed TTFT, ms (median over runs, log)")
     ax.set_title(f"{chat.get('turns', '?')}-turn chat: time to first content delta", fontsize=10)

@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from bench_util import log  # puts the repository on sys.path
 
@@ -64,18 +65,37 @@ def http_ok(port: int, path: str) -> bool:
     return False
 
 
-def stop_pids(pids: list[int], timeout: float = 15.0) -> list[int]:
-    """SIGTERM each pid, wait, SIGKILL whatever is left; returns the pids that outlived both."""
-    from actors.supervisor.runtime import alive
+def processes(pids: list[int]) -> list[Any]:
+    """``psutil.Process`` handles, taken now: each remembers its start time, so a pid reused later is never touched."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            out.append(psutil.Process(pid))
+    return out
+
+
+def stop_processes(procs: list[Any], timeout: float = 15.0) -> list[int]:
+    """SIGTERM each, wait, SIGKILL whatever is left; returns the pids that outlived both."""
+    import psutil
+
+    def running() -> list[Any]:
+        out = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+        return out
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in alive(pids):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
+        for p in running():
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(sig)
         deadline = time.monotonic() + timeout
-        while alive(pids) and time.monotonic() < deadline:
+        while running() and time.monotonic() < deadline:
             time.sleep(0.05)  # waiting on a condition (exit), bounded by the deadline
-    return alive(pids)
+    return [p.pid for p in running()]
 
 
 class ServerProcess:
@@ -90,7 +110,7 @@ class ServerProcess:
                  tree: Callable[[], list[int]] | None = None, config: str = "", start_timeout: float = 300.0) -> None:
         self.name, self.cmd, self.port, self.ready_path, self.config = name, cmd, port, ready_path, config
         self.tree_fn = tree
-        self.tree: list[int] = []
+        self.tree: list[Any] = []  # psutil.Process handles
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix=f"http-compare-{name}-", suffix=".log", delete=False)  # noqa: SIM115
@@ -102,7 +122,7 @@ class ServerProcess:
     def pids(self) -> list[int]:
         import psutil
 
-        out = list(self.tree)
+        out = [p.pid for p in self.tree]
         if self.proc is not None:
             out.append(self.proc.pid)
             with contextlib.suppress(psutil.Error):
@@ -120,7 +140,7 @@ class ServerProcess:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{self.name} not ready after {self.start_timeout:.0f} s: {self.tail()}")
                 time.sleep(0.1)  # polling a condition (readiness), bounded by the deadline
-            self.tree = self.tree_fn() if self.tree_fn else []
+            self.tree = processes(self.tree_fn()) if self.tree_fn else []
         except BaseException:
             self.stop()
             raise
@@ -136,8 +156,13 @@ class ServerProcess:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        pids = ([proc.pid] if proc is not None else []) + self.tree
+        if not self.tree and self.tree_fn is not None and proc is not None:
+            with contextlib.suppress(Exception):  # a failed start: whatever of the tree is up already
+                self.tree = processes(self.tree_fn())
+        procs = list(self.tree)
         if proc is not None:
+            with contextlib.suppress(Exception):
+                procs += processes([c.pid for c in processes([proc.pid])[0].children(recursive=True)])
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)  # ours stops its actor tree on SIGTERM
             try:
@@ -145,7 +170,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-        left = stop_pids(pids)
+        left = stop_processes(procs)
         self.log.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log.name)

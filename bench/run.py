@@ -585,7 +585,7 @@ def http_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         have = [k for k in names if k in conc]
         rows.append((f"HTTP {http['concurrent']['clients']} concurrent streaming clients, aggregate tok/s; p99 TTFT: "
                      + " / ".join(names[k] for k in have),
-                     " / ".join(f"{conc[k]['aggregate_tok_s']['median']:.0f}" for k in have) + "; "
+                     " / ".join(_num(conc[k]["aggregate_tok_s"]["median"]) for k in have) + "; "
                      + " / ".join(_ms(conc[k]["ttft_p99_ms"]["median"]) for k in have), ""))
     return rows
 
