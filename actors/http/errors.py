@@ -18,12 +18,12 @@ _REASON_STATUS = {
     "embeddings_disabled": 400, "no_session": 400, "not_supported": 400,
     "unauthorized": 401,
     "no_such_model": 404, "not_found": 404,
-    "sticky_busy": 409,
+    "sticky_busy": 409, "transcript_mismatch": 409,
     "payload_too_large": 413,
-    "overloaded": 429, "session_pool_full": 429, "busy": 429,
+    "overloaded": 429, "session_pool_full": 429, "busy": 429, "seq_capacity": 429,
     "model_crashed": 500, "internal_error": 500, "bad_reply": 500,
-    "model_stopping": 503, "model_not_ready": 503,
-    "timeout": 504,
+    "model_stopping": 503, "model_not_ready": 503, "aborted": 503, "context_reset": 503,
+    "timeout": 504, "decode_timeout": 504,
 }
 
 # OpenAI error ``type`` by status.
