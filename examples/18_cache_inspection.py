@@ -6,6 +6,10 @@ The row index lives in the cache's meta actor; asking it for a ``Dump`` lists ev
 tier, size, token count, hits, pins and save reason. The same actor evicts on request (least recently
 used first, from the tiers you name) and runs a full garbage-collection pass.
 
+This example turns write-behind off to show a ram eviction on its own: by default every ram row is
+also copied to the next tier off the request path, so an evicted prompt stays warm there
+(docs/caching.md, "Warmth bigger than RAM, and across restarts").
+
     .venv/bin/python examples/18_cache_inspection.py
 """
 
@@ -59,7 +63,7 @@ def show(system: System, label: str) -> list[dict[str, Any]]:
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    with running_system(args.port) as system:
+    with running_system(args.port, write_behind=False) as system:
         system.load_model(MODEL)
         system.complete(MODEL, PROMPT, max_tokens=8)  # saved to the default tier (ram)
         system.complete(MODEL, PROMPT, max_tokens=8)  # an exact hit

@@ -13,6 +13,9 @@ import path, its own folder included) and picklable (a module-level function wra
 ``functools.partial``).
 
     .venv/bin/python examples/19_memory_pressure.py
+
+Write-behind is off here so that pressure on ram is seen on its own: by default a ram row is also copied
+to the next tier off the request path, and a row evicted under pressure stays warm there.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def main() -> None:
         set_used(gauge, 0.10)
         pressure = {"source": CallableSource(functools.partial(_common.file_pressure, str(gauge))),
                     "high": 0.85, "low": 0.75, "interval_s": 0.2, "tiers": ("ram", "ram_file")}
-        with running_system(args.port, pressure=pressure) as system:
+        with running_system(args.port, pressure=pressure, write_behind=False) as system:
             system.load_model(MODEL)
             first = system.complete(MODEL, PROMPT, max_tokens=8)
             seen = polls(gauge)

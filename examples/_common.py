@@ -35,10 +35,12 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def cache_config(tmp: Path, *, policy: SavePolicy | None = None, ram: int = 256 << 20,
-                 disk: int | None = 1 << 30, default_tier: str = "ram") -> CacheConfig:
-    """A cache for one example run: a ram tier (rows live in the model process) and a disk tier in ``tmp``."""
+                 disk: int | None = 1 << 30, default_tier: str = "ram", **options: Any) -> CacheConfig:
+    """A cache for one example run: a ram tier (rows live in the model process) and a disk tier in ``tmp``.
+
+    ``options``: other ``CacheConfig`` fields (e.g. ``write_behind=False``)."""
     return CacheConfig.create(tmp / "run", ram=ram, disk=(tmp / "disk", disk) if disk else None,
-                              default_tier=default_tier, policy=policy or SavePolicy(), fsync=False)
+                              default_tier=default_tier, policy=policy or SavePolicy(), fsync=False, **options)
 
 
 @contextlib.contextmanager
