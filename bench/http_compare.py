@@ -13,12 +13,14 @@ greedy, the same prompts and the same ``max_tokens``:
 * ``llama-server``: built from the vendored tree with our CMake flags
   (``llama_server_peer``), prompt cache on (``--cache-ram``, its default);
 * ``llama-cpp-python``: built from the same pinned sdist (``peers``), with
-  the sdist's ``server`` extra installed from PyPI into its venv, started
-  with ``--cache true --cache_type ram`` (its LlamaRAMCache) and
-  ``--interrupt_requests false`` (its default, true, cancels a running
-  stream when the next request arrives, which would end the concurrent
-  clients' streams early);
+  the sdist's ``server`` extra installed from PyPI into its venv (versions
+  in the report), its LlamaRAMCache on (``--cache true --cache_type ram``)
+  and ``--interrupt_requests false`` (its default cancels a running stream
+  when the next request arrives);
 * ours: ``python -m actors serve --config FILE --http`` with a ram-tier cache.
+
+How each is started and stopped, and every flag, is ``http_servers.py``; the
+exact command lines are in the report.
 
 Two sections, each one start of the three servers, runs alternated server by
 server (every run on fresh prompts, so no run is served from an earlier one):
@@ -79,8 +81,8 @@ class Sizes:
     tokens_per_seq: int = 1024
 
 
-SMOKE = Sizes(chat_turns=3, chat_max_tokens=8, chat_reps=1, clients=8, client_turns=1, client_max_tokens=8,
-              concurrent_reps=1)
+SMOKE = Sizes(chat_turns=3, chat_max_tokens=8, chat_reps=1, system_tokens=300, clients=8, client_turns=1,
+              client_max_tokens=8, client_system_tokens=64, concurrent_reps=1)
 
 
 # --------------------------------------------------------------------------- the client side
