@@ -19,8 +19,12 @@ state the cold prefill computed). The other kinds append to a state that was
 built by earlier, differently shaped batches (the previous turns' prefill and
 one-token decodes), and llama.cpp's float sums depend on the batch shape, so a
 reply can drift from the cold replay at some token; ``first_diff`` says where.
-The cold replays of the first turns double as a control: a cold run equals
-another cold run of the same prompt.
+Two controls: a cache-off cold run equals another cache-off cold run of the
+same prompt (``cold_replay_control``); and an exact hit against the request
+whose state it restored (``exact_same_as_saving_request``). A first turn with
+the cache on is ``cold`` too, but not the same computation as a cache-off
+replay: it prefills its prompt in two pieces, up to the cold-save boundary
+(the row saved there) and then the rest.
 
 JSON on stdout and in bench/out/determinism.json, a bar chart in
 bench/out/determinism.png when matplotlib is installed.
@@ -115,8 +119,9 @@ def run(sys_len: int, n_turns: int, max_tokens: int) -> dict[str, Any]:
                 turns = []
                 for t in stateless:  # each stateless prompt again: its own saved row is an exact hit
                     r = system.complete(MODEL, t["prompt"], max_tokens=max_tokens)
-                    turns.append({"turn": t["turn"], "prompt": t["prompt"], "kind": r.cache_hit_kind,
-                                  "reply": tuple(r.generated)})
+                    reply = tuple(r.generated)
+                    turns.append({"turn": t["turn"], "prompt": t["prompt"], "kind": r.cache_hit_kind, "reply": reply,
+                                  "same_as_saving_request": reply == t["reply"]})
             else:
                 turns = converse(system, way, sys_toks, user_turns, max_tokens)
             for t in turns:
@@ -130,8 +135,8 @@ def run(sys_len: int, n_turns: int, max_tokens: int) -> dict[str, Any]:
             cold.control.append(tuple(again.generated) == cold.reply(t["prompt"]))
     for way in WAYS:
         mine = [r for r in rows if r["way"] == way]
-        report["ways"][way] = [{k: r[k] for k in ("turn", "kind", "prompt_tokens", "identical", "first_diff")}
-                               for r in mine]
+        report["ways"][way] = [{k: r[k] for k in ("turn", "kind", "prompt_tokens", "identical", "first_diff",
+                                                  "same_as_saving_request") if k in r} for r in mine]
     for kind in KINDS:
         mine = [r for r in rows if r["kind"] == kind]
         if mine:
@@ -139,6 +144,9 @@ def run(sys_len: int, n_turns: int, max_tokens: int) -> dict[str, Any]:
             report["kinds"][kind] = {"replies": len(mine), "identical": same, "share": round(same / len(mine), 3),
                                      "first_diff": [r["first_diff"] for r in mine if not r["identical"]]}
     report["cold_replay_control"] = {"runs": len(cold.control), "identical": sum(cold.control)}
+    exact = [r for r in rows if r["way"] == "exact"]
+    report["exact_same_as_saving_request"] = {"replies": len(exact),
+                                              "identical": sum(r["same_as_saving_request"] for r in exact)}
     return report
 
 
