@@ -29,7 +29,6 @@ Keyword options of ``complete``/``infer``/``prefill_only``/``continue_``:
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from typing import Any
 
 from actors.cache import messages as cm
 from actors.errors import ReasonError
+from actors.inbox import Inbox
 from actors.model import messages as mm
 from actors.obs import ObsRecord, ObsTable
 from actors.supervisor import messages as sm
@@ -81,101 +81,6 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-class _Receiver:
-    """The client's one inbox: it always listens and routes replies by ``req_id``.
-
-    Two doors, one routing table.  Every request names the thespian
-    endpoint as ``reply_to`` (actors that answer by address, and the
-    supervisor's ``model_crashed``), and model requests also carry the
-    client's :class:`~actors.model.local_inbox.LocalInbox`: a model on this
-    host writes the request's tokens and reply into that Unix socket, with
-    no thespian acknowledgement per token.  Because both are always read,
-    a sender never waits on us, and a late message for a finished request
-    is simply dropped.  Sends go through a separate private context per
-    calling thread.
-    """
-
-    def __init__(self, asys: Any) -> None:
-        from thespian.actors import ExternalContext
-
-        from actors.model.local_inbox import InboxServer
-
-        self._asys = asys
-        self.ctx = ExternalContext(asys._systemBase.external_clone())
-        self.address = self.ctx._systemBase.transport.myAddress
-        self._queues: dict[str, queue.SimpleQueue[Any]] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._local = threading.local()
-        self._senders: list[Any] = []
-        self.local = InboxServer(self._route, fallback=self.address)
-        self.thread = threading.Thread(target=self._run, name="llama-actors-client-inbox", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = self.ctx.listen(0.2)
-            except Exception:
-                if self._stop.is_set():
-                    return
-                time.sleep(0.05)
-                continue
-            if msg is not None:
-                self._route(msg)
-
-    def _route(self, msg: Any) -> None:
-        with self._lock:
-            q = self._queues.get(getattr(msg, "req_id", None))
-        if q is not None:
-            q.put(msg)
-
-    def open(self, req_id: str, sink: Any = None) -> None:
-        """Route ``req_id``'s replies to ``sink.put(msg)`` (default: a queue ``recv`` reads).
-
-        ``sink.put`` runs on the inbox thread and must not block (``actors.http.bridge``
-        hands each message to an asyncio loop with ``call_soon_threadsafe``)."""
-        with self._lock:
-            self._queues[req_id] = queue.SimpleQueue() if sink is None else sink
-
-    def finish(self, req_id: str) -> None:
-        with self._lock:
-            self._queues.pop(req_id, None)
-
-    def recv(self, req_id: str, timeout: float) -> Any:
-        with self._lock:
-            q = self._queues.get(req_id)
-        if q is None:
-            raise KeyError(f"request {req_id} is not open")
-        try:
-            return q.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no reply for request {req_id} within {timeout}s") from None
-
-    def send(self, addr: Any, msg: Any) -> None:
-        if isinstance(msg, mm.ModelRequest) and msg.inbox is None and msg.reply_to == self.address:
-            msg = replace(msg, inbox=self.local.address)
-        ctx = getattr(self._local, "ctx", None)
-        if ctx is None:
-            from thespian.actors import ExternalContext
-
-            ctx = ExternalContext(self._asys._systemBase.external_clone())
-            self._local.ctx = ctx
-            with self._lock:
-                self._senders.append(ctx)
-        ctx.tell(addr, msg)
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(2.0)
-        self.local.close()
-        with self._lock:
-            senders, self._senders = self._senders, []
-        for ctx in [*senders, self.ctx]:
-            with contextlib.suppress(Exception):
-                ctx.exit_clone()
-
-
 class TokenStream:
     """Synchronous iterator over an ``infer`` stream.
 
@@ -186,7 +91,7 @@ class TokenStream:
     and waits for its final ``Done``, so nothing is left generating.
     """
 
-    def __init__(self, system: System, model: str, req_id: str, mailbox: _Receiver, timeout: float) -> None:
+    def __init__(self, system: System, model: str, req_id: str, mailbox: Inbox, timeout: float) -> None:
         self.system = system
         self.model = model
         self.req_id = req_id
@@ -280,7 +185,7 @@ class System:
         self.port = port
         self.owner = not attach
         self._closed = False
-        self._inbox: _Receiver | None = None
+        self._inbox: Inbox | None = None
         self._lock = threading.Lock()
         self._obs: ObsTable | None = None
         try:
@@ -315,14 +220,16 @@ class System:
         pid = self.admin_pid
         return runtime.tree_pids(pid) if pid else []
 
-    def _mb(self) -> _Receiver:
+    def inbox(self) -> Inbox:
+        """This client's inbox (started on first use): the HTTP bridge and your own code can route replies
+        through it (``Inbox.open(req_id, sink)``)."""
         with self._lock:
             if self._inbox is None:
-                self._inbox = _Receiver(self.asys)
+                self._inbox = Inbox(self.asys)
             return self._inbox
 
     def _call(self, msg: Any, timeout: float = DEFAULT_TIMEOUT, dest: Any = None) -> Any:
-        mb = self._mb()
+        mb = self.inbox()
         msg = replace(msg, reply_to=mb.address)
         mb.open(msg.req_id)
         try:
@@ -401,7 +308,7 @@ class System:
         return self._stream(msg, timeout)
 
     def _stream(self, msg: Any, timeout: float) -> TokenStream:
-        mb = self._mb()
+        mb = self.inbox()
         msg = replace(msg, reply_to=mb.address)
         mb.open(msg.req_id)
         mb.send(self.tree.models, msg)
@@ -422,7 +329,7 @@ class System:
 
     def cancel(self, model: str, req_id: str) -> None:
         """Idempotent; the request's own caller gets its final reply with ``finish_reason="cancelled"``."""
-        mb = self._mb()
+        mb = self.inbox()
         mb.send(self.tree.models, mm.Cancel(model, _new_id(), mb.address, target=req_id))
 
     def abort(self, model: str, req_id: str) -> None:
@@ -430,7 +337,7 @@ class System:
         context is reset in place (that step's requests get ``aborted``, other admitted ones
         ``context_reset``, sessions are dropped; the weights and the cache stay).  A request not in a
         decode ends as if cancelled.  Idempotent, no reply."""
-        mb = self._mb()
+        mb = self.inbox()
         mb.send(self.tree.models, mm.Abort(model, _new_id(), mb.address, target=req_id))
 
     def end_session(self, model: str, session_id: str) -> bool:
@@ -589,13 +496,13 @@ class System:
 
     def debug_crash(self, model: str, how: str = "segv") -> None:
         """Test hook: crash the model process at its next tick (needs ``allow_debug_crash=True`` at load)."""
-        mb = self._mb()
+        mb = self.inbox()
         mb.send(self.tree.models, mm.DebugCrash(model, _new_id(), mb.address, how=how))
 
     def debug_hold_decode(self, model: str, ms: int) -> None:
         """Test hook: the model's next decode takes ``ms`` (past a short ``decode_budget_ms``, it ends in
         ``decode_timeout``); needs ``allow_debug_crash=True`` at load."""
-        mb = self._mb()
+        mb = self.inbox()
         mb.send(self.tree.models, mm.DebugCrash(model, _new_id(), mb.address, how="hold", hold_ms=int(ms)))
 
     def model_address(self, model: str) -> str:

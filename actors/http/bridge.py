@@ -1,7 +1,7 @@
 """Thespian replies into asyncio: the client's one inbox, per-request asyncio queues.
 
 The HTTP server is a client of the actor tree like ``actors.api.System``
-and uses that client's inbox (``api._Receiver``): it always listens (the
+and uses that client's inbox (``actors.inbox.Inbox``): it always listens (the
 thespian endpoint, and the local Unix-socket inbox models on this host
 write tokens into) and routes each reply by ``req_id``.  Here a request's
 route is a :class:`_LoopSink`, whose ``put`` (run on the inbox's thread)
@@ -54,7 +54,7 @@ class Bridge:
 
     def __init__(self, system: System) -> None:
         self.system = system
-        self._mb = system._mb()  # the client's inbox thread (started on first use)
+        self._mb = system.inbox()  # the client's inbox thread (started on first use)
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="llama-actors-http-send")
 
     @property

@@ -59,7 +59,7 @@ def test_a_closed_inbox_cancels_the_stream_it_was_for(slow_stub: System) -> None
     s = slow_stub
     got: queue.SimpleQueue[object] = queue.SimpleQueue()
     inbox = InboxServer(got.put, fallback=None)
-    mb = s._mb()
+    mb = s.inbox()
     rid = uuid.uuid4().hex
     before = generated(s, "s")
     try:

@@ -71,7 +71,7 @@ def test_outbox_writes_to_a_reachable_inbox() -> None:
 
 def test_replies_come_through_the_socket_and_fall_back_to_thespian(stub_system: System) -> None:
     s = stub_system
-    mb = s._mb()
+    mb = s.inbox()
     before = mb.local.received
     r = s.complete("stub", "through the socket", max_tokens=4)
     assert r.finish_reason == "length" and mb.local.received > before
