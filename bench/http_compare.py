@@ -57,7 +57,7 @@ from typing import Any
 
 from bench_util import CompetitionMonitor, competing, context_for, log, pct  # puts the repo on sys.path
 from http_report import chat_summary, concurrent_summary, goals, plot, ratios, same_replies
-from http_servers import MODEL, LlamaServerProcess, llama_cpp_python, llama_cpp_python_env, ours
+from http_servers import MODEL, llama_cpp_python, llama_cpp_python_env, llama_server, ours
 from workloads import ChatScript, chat_messages
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -237,7 +237,7 @@ def started(sizes: Sizes, threads: int, lcp_py: Path | None, concurrent: bool) -
     with contextlib.ExitStack() as stack:
         servers: dict[str, Any] = {
             "ours": stack.enter_context(ours(threads, n_ctx, slots, queue=4 * sizes.clients)),
-            "llama_server": stack.enter_context(LlamaServerProcess(threads, n_ctx, slots)),
+            "llama_server": stack.enter_context(llama_server(threads, n_ctx, slots)),
         }
         if lcp_py is not None:  # one Llama, serialised: its n_ctx is the whole context for one request
             servers["llama_cpp_python"] = stack.enter_context(llama_cpp_python(lcp_py, threads, sizes.tokens_per_seq

@@ -178,35 +178,13 @@ class ServerProcess:
             raise RuntimeError(f"{self.name}: processes left behind: {left}")
 
 
-class LlamaServerProcess:
-    """``llama_server_peer.LlamaServer`` (its build, flags and stop by pid) seen as a ``ServerProcess``."""
+def llama_server(threads: int, n_ctx: int, slots: int) -> ServerProcess:
+    """``llama_server_peer.LlamaServer``: its build, its flags, prompt cache on, ``slots`` slots."""
+    from llama_server_peer import LlamaServer, ServerOptions
 
-    name = "llama_server"
+    from actors.model.llama import default_model_path
 
-    def __init__(self, threads: int, n_ctx: int, slots: int) -> None:
-        from llama_server_peer import LlamaServer, ServerOptions
-
-        from actors.model.llama import default_model_path
-
-        self.server = LlamaServer(ServerOptions(str(default_model_path()), threads, n_ctx, slots=slots))
-        self.cmd: list[str] = []
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.server.port}/v1"
-
-    def pids(self) -> list[int]:
-        return [self.server.pid] if self.server.pid else []
-
-    def __enter__(self) -> LlamaServerProcess:
-        from llama_server_peer import server_args, server_binary
-
-        self.cmd = server_args(server_binary(), self.server.opts, self.server.port)
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.stop()
+    return LlamaServer(ServerOptions(str(default_model_path()), threads, n_ctx, slots=slots))
 
 
 def ours_config(threads: int, n_ctx: int, n_seq_max: int, port: int, admin_port: int, queue: int) -> str:
