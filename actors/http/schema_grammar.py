@@ -35,7 +35,8 @@ MAX_BOUNDED_ITEMS = 32
 _BASE: dict[str, str] = {
     "ws": '" "?',
     "string": r'"\"" char* "\""',
-    "char": r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" hex hex hex hex)',
+    # JSON (RFC 8259) allows every character but ", \ and the C0 controls unescaped (DEL included).
+    "char": r'[^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" hex hex hex hex)',
     "hex": "[0-9a-fA-F]",
     "integer": '"-"? ("0" | [1-9] [0-9]*)',
     "number": '"-"? ("0" | [1-9] [0-9]*) ("." [0-9]+)? ([eE] [-+]? [0-9]+)?',
