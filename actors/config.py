@@ -29,15 +29,23 @@ config keeps working whatever the current directory of the process is.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actors.config_values import (
+    as_bool,
+    as_int,
+    as_number,
+    as_path,
+    as_str,
+    as_table,
+    check_keys,
+    parse_bytes,
+    show_value,
+)
 from actors.errors import ConfigError
 from actors.secret import Secret
 
@@ -47,17 +55,6 @@ if TYPE_CHECKING:
 TIER_NAMES = ("ram", "ram_file", "disk")
 BACKENDS = ("llama", "stub")
 PRESSURE_SOURCES = ("system", "nvml")
-
-# Byte-size units: SI units are powers of 1000, IEC units and the one-letter
-# shorthands (as in "512M") are powers of 1024.
-_UNITS = {
-    "": 1, "b": 1,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-    "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
-
 
 # --------------------------------------------------------------------------- result types
 
@@ -186,118 +183,16 @@ class Config:
     http: HttpSettings | None = None
 
 
-# --------------------------------------------------------------------------- value checks
-
-
-def _show(v: Any) -> str:
-    """A value as the file would spell it: strings in double quotes, true/false, tables by name."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, Mapping):
-        return "a table"
-    if isinstance(v, (list, tuple)):
-        return "an array"
-    return str(v)
-
-
-def _table(v: Any, key: str) -> Mapping[str, Any]:
-    if not isinstance(v, Mapping):
-        raise ConfigError(key, f"expected a table, got {_show(v)}")
-    for k in v:
-        if not isinstance(k, str):
-            raise ConfigError(key, f"keys must be strings, got {k!r}")
-    return v
-
-
-def _keys(v: Mapping[str, Any], known: tuple[str, ...] | set[str], key: str) -> None:
-    for k in v:
-        if k not in known:
-            where = f"{key}.{k}" if key else k
-            raise ConfigError(where, f"unknown key (known: {', '.join(sorted(known))})")
-
-
-def _int(v: Any, key: str, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(key, f"expected an integer, got {_show(v)}")
-    if lo is not None and v < lo:
-        raise ConfigError(key, f"must be >= {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ConfigError(key, f"must be <= {hi}, got {v}")
-    return v
-
-
-def _number(v: Any, key: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
-        raise ConfigError(key, f"expected a number, got {_show(v)}")
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise ConfigError(key, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ConfigError(key, f"must be <= {hi}, got {v}")
-    return float(v)
-
-
-def _bool(v: Any, key: str) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(key, f"expected true or false, got {_show(v)}")
-    return v
-
-
-def _str(v: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
-    if not isinstance(v, str):
-        raise ConfigError(key, f"expected a string, got {_show(v)}")
-    if choices is not None and v not in choices:
-        raise ConfigError(key, f"expected one of {', '.join(choices)}, got {_show(v)}")
-    if not v or "\x00" in v:
-        raise ConfigError(key, "must be a non-empty string without NUL")
-    return v
-
-
-def _path(v: Any, key: str, base: Path | None) -> str:
-    p = Path(os.path.expanduser(_str(v, key)))
-    if not p.is_absolute() and base is not None:
-        p = base / p
-    return str(p)
-
-
-def parse_bytes(v: Any, key: str = "bytes") -> int:
-    """A byte count: an integer, or a string such as ``"512MiB"``, ``"1.5 GB"``, ``"64k"``.
-
-    SI units (kB, MB, GB, TB) are powers of 1000; IEC units (KiB, MiB, GiB, TiB)
-    and the one-letter forms (k, M, G, T) are powers of 1024.  Case is ignored.
-    """
-    if isinstance(v, bool):
-        raise ConfigError(key, f"expected a byte size, got {_show(v)}")
-    if isinstance(v, int):
-        if v < 0:
-            raise ConfigError(key, f"must be >= 0, got {v}")
-        return v
-    if isinstance(v, str):
-        m = _SIZE_RE.match(v)
-        unit = _UNITS.get(m.group(2).lower()) if m else None
-        if m is not None and unit is not None:
-            try:
-                n = Decimal(m.group(1)) * unit
-            except InvalidOperation:  # pragma: no cover - the regex admits only decimal digits
-                n = None
-            if n is not None and n == n.to_integral_value():
-                return int(n)
-            if n is not None:
-                raise ConfigError(key, f"{_show(v)} is not a whole number of bytes")
-    raise ConfigError(key, f"expected a byte size (an integer or a string like \"512MiB\"), got {_show(v)}")
-
-
 # --------------------------------------------------------------------------- sections
 
 
 def _node(v: Any, base: Path | None, env: Mapping[str, str]) -> NodeSettings:
-    t = _table(v, "node")
-    _keys(t, ("admin_port", "multi_host", "log", "thinking_key", "thinking_key_file", "thinking_key_env", "cores"),
+    t = as_table(v, "node")
+    check_keys(t, ("admin_port", "multi_host", "log", "thinking_key", "thinking_key_file", "thinking_key_env", "cores"),
           "node")
     port = None
     if "admin_port" in t:
-        port = _int(t["admin_port"], "node.admin_port", 1, 65535)
+        port = as_int(t["admin_port"], "node.admin_port", 1, 65535)
         from actors.supervisor.runtime import port_refusal
 
         refusal = port_refusal(port)
@@ -309,63 +204,63 @@ def _node(v: Any, base: Path | None, env: Mapping[str, str]) -> NodeSettings:
                                                 f"thinking_key_env (also got {sources[0]})")
     key: bytes | None = None
     if "thinking_key" in t:
-        key = _str(t["thinking_key"], "node.thinking_key").encode("utf-8")
+        key = as_str(t["thinking_key"], "node.thinking_key").encode("utf-8")
     elif "thinking_key_file" in t:
-        path = _path(t["thinking_key_file"], "node.thinking_key_file", base)
+        path = as_path(t["thinking_key_file"], "node.thinking_key_file", base)
         try:
             with open(path, "rb") as f:
                 key = f.read().rstrip(b"\r\n")
         except OSError as e:
-            raise ConfigError("node.thinking_key_file", f"cannot read {_show(path)}: {e.strerror}") from None
+            raise ConfigError("node.thinking_key_file", f"cannot read {show_value(path)}: {e.strerror}") from None
         if not key:
-            raise ConfigError("node.thinking_key_file", f"{_show(path)} is empty")
+            raise ConfigError("node.thinking_key_file", f"{show_value(path)} is empty")
     elif "thinking_key_env" in t:
-        name = _str(t["thinking_key_env"], "node.thinking_key_env")
+        name = as_str(t["thinking_key_env"], "node.thinking_key_env")
         if not env.get(name):
             raise ConfigError("node.thinking_key_env", f"the environment variable {name} is not set or empty")
         key = env[name].encode("utf-8")
     return NodeSettings(
         admin_port=port,
-        multi_host=_bool(t.get("multi_host", False), "node.multi_host"),
-        log=_path(t["log"], "node.log", base) if "log" in t else None,
+        multi_host=as_bool(t.get("multi_host", False), "node.multi_host"),
+        log=as_path(t["log"], "node.log", base) if "log" in t else None,
         thinking_key=Secret(key) if key else None,
-        cores=_int(t["cores"], "node.cores", 1, 4096) if "cores" in t else None,
+        cores=as_int(t["cores"], "node.cores", 1, 4096) if "cores" in t else None,
     )
 
 
 _CACHE_OPTIONS: dict[str, Callable[[Any, str], Any]] = {
-    "fsync": _bool,
-    "demote_to_disk": _bool,
-    "block_size": lambda v, k: _int(v, k, 1),
-    "writers": lambda v, k: _int(v, k, 1),
-    "writer_queue": lambda v, k: _int(v, k, 0),
-    "max_candidates": lambda v, k: _int(v, k, 1),
-    "reservation_ttl_s": lambda v, k: _number(v, k, 0, lo_open=True),
-    "tmp_ttl_s": lambda v, k: _number(v, k, 0, lo_open=True),
-    "sweep_interval_s": lambda v, k: _number(v, k, 0, lo_open=True),
-    "write_behind": _bool,
-    "write_behind_queue": lambda v, k: _int(v, k, 1),
+    "fsync": as_bool,
+    "demote_to_disk": as_bool,
+    "block_size": lambda v, k: as_int(v, k, 1),
+    "writers": lambda v, k: as_int(v, k, 1),
+    "writer_queue": lambda v, k: as_int(v, k, 0),
+    "max_candidates": lambda v, k: as_int(v, k, 1),
+    "reservation_ttl_s": lambda v, k: as_number(v, k, 0, lo_open=True),
+    "tmp_ttl_s": lambda v, k: as_number(v, k, 0, lo_open=True),
+    "sweep_interval_s": lambda v, k: as_number(v, k, 0, lo_open=True),
+    "write_behind": as_bool,
+    "write_behind_queue": lambda v, k: as_int(v, k, 1),
     "write_behind_bytes": parse_bytes,
-    "write_behind_nice": lambda v, k: _int(v, k, 0, 19),
-    "spill_budget_s": lambda v, k: _number(v, k, 0),
+    "write_behind_nice": lambda v, k: as_int(v, k, 0, 19),
+    "spill_budget_s": lambda v, k: as_number(v, k, 0),
 }
 _POLICY_KEYS = ("min_tokens", "cold_min_tokens", "cold_max_tokens", "continued_interval", "boundary_trim_tokens",
                 "boundary_align_tokens")
 
 
 def _tier_dir(v: Any, key: str, base: Path | None) -> TierDir:
-    t = _table(v, key)
-    _keys(t, ("dir", "bytes"), key)
+    t = as_table(v, key)
+    check_keys(t, ("dir", "bytes"), key)
     for k in ("dir", "bytes"):
         if k not in t:
             raise ConfigError(f"{key}.{k}", "missing (a file tier needs a directory and a quota)")
-    return TierDir(_path(t["dir"], f"{key}.dir", base), parse_bytes(t["bytes"], f"{key}.bytes"))
+    return TierDir(as_path(t["dir"], f"{key}.dir", base), parse_bytes(t["bytes"], f"{key}.bytes"))
 
 
 def _cache(v: Any, base: Path | None) -> CacheSettings:
 
-    t = _table(v, "cache")
-    _keys(t, ("run_dir", "ram", "ram_file", "disk", "default_tier", "policy", *_CACHE_OPTIONS), "cache")
+    t = as_table(v, "cache")
+    check_keys(t, ("run_dir", "ram", "ram_file", "disk", "default_tier", "policy", *_CACHE_OPTIONS), "cache")
     ram: int | None = 1 << 30
     if "ram" in t:  # false: no ram tier
         ram = None if t["ram"] is False else parse_bytes(t["ram"], "cache.ram")
@@ -376,19 +271,19 @@ def _cache(v: Any, base: Path | None) -> CacheSettings:
         raise ConfigError("cache.ram", "no tier left: set ram, ram_file or disk (or leave [cache] out)")
     default_tier = None
     if "default_tier" in t:
-        default_tier = _str(t["default_tier"], "cache.default_tier", TIER_NAMES)
+        default_tier = as_str(t["default_tier"], "cache.default_tier", TIER_NAMES)
         if default_tier not in configured:
-            raise ConfigError("cache.default_tier", f"{_show(default_tier)} is not configured in [cache] "
+            raise ConfigError("cache.default_tier", f"{show_value(default_tier)} is not configured in [cache] "
                                                     f"(configured: {', '.join(configured) or 'none'})")
     if ram_file and disk and Path(ram_file.dir).resolve() == Path(disk.dir).resolve():
         raise ConfigError("cache.disk.dir", "ram_file and disk must not share a directory")
     options = {k: check(t[k], f"cache.{k}") for k, check in _CACHE_OPTIONS.items() if k in t}
     policy: dict[str, int] = {}
     if "policy" in t:
-        p = _table(t["policy"], "cache.policy")
-        _keys(p, _POLICY_KEYS, "cache.policy")
-        policy = {k: _int(p[k], f"cache.policy.{k}", 0) for k in _POLICY_KEYS if k in p}
-    run_dir = _path(t["run_dir"], "cache.run_dir", base) if "run_dir" in t else None
+        p = as_table(t["policy"], "cache.policy")
+        check_keys(p, _POLICY_KEYS, "cache.policy")
+        policy = {k: as_int(p[k], f"cache.policy.{k}", 0) for k in _POLICY_KEYS if k in p}
+    run_dir = as_path(t["run_dir"], "cache.run_dir", base) if "run_dir" in t else None
     settings = CacheSettings(run_dir, ram, ram_file, disk, default_tier, options, policy)
     try:  # the cache's own cross-field rules (policy relations, ...), without creating anything
         dataclasses.replace(settings, run_dir=settings.run_dir or "/nonexistent/validation").to_cache_config()
@@ -398,15 +293,15 @@ def _cache(v: Any, base: Path | None) -> CacheSettings:
 
 
 def _pressure(v: Any, configured: tuple[str, ...]) -> PressureSettings:
-    t = _table(v, "pressure")
-    _keys(t, ("source", "device", "high", "low", "interval_s", "tiers"), "pressure")
+    t = as_table(v, "pressure")
+    check_keys(t, ("source", "device", "high", "low", "interval_s", "tiers"), "pressure")
     d = PressureSettings()
-    source = _str(t.get("source", d.source), "pressure.source", PRESSURE_SOURCES)
-    device = _int(t.get("device", d.device), "pressure.device", 0)
+    source = as_str(t.get("source", d.source), "pressure.source", PRESSURE_SOURCES)
+    device = as_int(t.get("device", d.device), "pressure.device", 0)
     if "device" in t and source != "nvml":
         raise ConfigError("pressure.device", 'only used with source = "nvml"')
-    high = _number(t.get("high", d.high), "pressure.high", 0, 1, lo_open=True)
-    low = _number(t.get("low", d.low), "pressure.low", 0, 1, lo_open=True)
+    high = as_number(t.get("high", d.high), "pressure.high", 0, 1, lo_open=True)
+    low = as_number(t.get("low", d.low), "pressure.low", 0, 1, lo_open=True)
     if not low < high:
         raise ConfigError("pressure.low", f"must be below high ({high}), got {low}")
     # By default the memory tiers that exist: evicting disk rows frees no memory.
@@ -414,13 +309,13 @@ def _pressure(v: Any, configured: tuple[str, ...]) -> PressureSettings:
     if not isinstance(tiers_v, list) or not tiers_v:
         if "tiers" not in t:
             raise ConfigError("pressure.tiers", "no ram or ram_file tier to evict from; list the tiers to evict")
-        raise ConfigError("pressure.tiers", f"expected a non-empty array of tier names, got {_show(tiers_v)}")
-    tiers = tuple(_str(x, f"pressure.tiers[{i}]", TIER_NAMES) for i, x in enumerate(tiers_v))
+        raise ConfigError("pressure.tiers", f"expected a non-empty array of tier names, got {show_value(tiers_v)}")
+    tiers = tuple(as_str(x, f"pressure.tiers[{i}]", TIER_NAMES) for i, x in enumerate(tiers_v))
     for i, tier in enumerate(tiers):
         if tier not in configured:
-            raise ConfigError(f"pressure.tiers[{i}]", f"{_show(tier)} is not a configured cache tier")
+            raise ConfigError(f"pressure.tiers[{i}]", f"{show_value(tier)} is not a configured cache tier")
     return PressureSettings(source, device, high, low,
-                            _number(t.get("interval_s", d.interval_s), "pressure.interval_s", 0, lo_open=True), tiers)
+                            as_number(t.get("interval_s", d.interval_s), "pressure.interval_s", 0, lo_open=True), tiers)
 
 
 _MODEL_KEYS = ("id", "path", "backend", "context", "model_options", "prefill_chunk_size", "use_cache", "embeddings",
@@ -432,7 +327,7 @@ def _option_error(e: Any, opts: Mapping[str, Any], key: str) -> ConfigError:
     """Re-key an ``OptionError`` from ``actors.model.options`` under the config path, values shown TOML-style."""
     detail = e.detail.split(": ", 1)[1] if e.detail.startswith(f"{e.key}: ") else e.detail
     if e.key in opts and not isinstance(opts[e.key], (Mapping, list)):
-        detail = detail.replace(repr(opts[e.key]), _show(opts[e.key]))
+        detail = detail.replace(repr(opts[e.key]), show_value(opts[e.key]))
     return ConfigError(f"{key}.{e.key}", detail)
 
 
@@ -451,23 +346,23 @@ def _model(v: Any, i: int, base: Path | None, seen: dict[str, int]) -> ModelSett
     from actors.model.options import parse_context_options, parse_model_options
 
     key = f"models[{i}]"
-    t = _table(v, key)
-    _keys(t, _MODEL_KEYS, key)
+    t = as_table(v, key)
+    check_keys(t, _MODEL_KEYS, key)
     if "id" not in t:
         raise ConfigError(f"{key}.id", "missing (every model needs an id)")
-    mid = _str(t["id"], f"{key}.id")
+    mid = as_str(t["id"], f"{key}.id")
     if len(mid.encode()) > 64 or any(c.isspace() or not c.isprintable() for c in mid):
         raise ConfigError(f"{key}.id", f"must be at most 64 bytes without spaces or control characters, "
-                                       f"got {_show(mid)}")
+                                       f"got {show_value(mid)}")
     if mid in seen:
-        raise ConfigError(f"{key}.id", f"{_show(mid)} is already used by models[{seen[mid]}]")
+        raise ConfigError(f"{key}.id", f"{show_value(mid)} is already used by models[{seen[mid]}]")
     seen[mid] = i
-    backend = _str(t.get("backend", "llama"), f"{key}.backend", BACKENDS)
+    backend = as_str(t.get("backend", "llama"), f"{key}.backend", BACKENDS)
     path = None
     if "path" in t:
-        path = _path(t["path"], f"{key}.path", base)
+        path = as_path(t["path"], f"{key}.path", base)
         if backend == "llama" and not os.path.isfile(path):
-            raise ConfigError(f"{key}.path", f"no such model file: {_show(path)}")
+            raise ConfigError(f"{key}.path", f"no such model file: {show_value(path)}")
     elif backend == "llama":
         from actors.model.llama import default_model_path
 
@@ -476,9 +371,9 @@ def _model(v: Any, i: int, base: Path | None, seen: dict[str, int]) -> ModelSett
         except FileNotFoundError as e:
             raise ConfigError(f"{key}.path", f"not given, and {e}") from None
         if not bundled.is_file():
-            raise ConfigError(f"{key}.path", f"not given, and the bundled model {_show(str(bundled))} is missing")
-    context = dict(_table(t.get("context", {}), f"{key}.context"))
-    model_options = dict(_table(t.get("model_options", {}), f"{key}.model_options"))
+            raise ConfigError(f"{key}.path", f"not given, and the bundled model {show_value(str(bundled))} is missing")
+    context = dict(as_table(t.get("context", {}), f"{key}.context"))
+    model_options = dict(as_table(t.get("model_options", {}), f"{key}.model_options"))
     try:
         ctx = parse_context_options(context)
     except OptionError as e:
@@ -499,16 +394,16 @@ def _model(v: Any, i: int, base: Path | None, seen: dict[str, int]) -> ModelSett
             raise ConfigError(f"{key}.stub", 'only used with backend = "stub"')
         from actors.model.backend import StubConfig
 
-        stub = dict(_table(t["stub"], f"{key}.stub"))
-        _keys(stub, {f.name for f in dataclasses.fields(StubConfig)}, f"{key}.stub")
+        stub = dict(as_table(t["stub"], f"{key}.stub"))
+        check_keys(stub, {f.name for f in dataclasses.fields(StubConfig)}, f"{key}.stub")
         for k, x in stub.items():
             want = type(getattr(StubConfig(), k))
             if want is str:
-                _str(x, f"{key}.stub.{k}")
+                as_str(x, f"{key}.stub.{k}")
             elif want is float:
-                _number(x, f"{key}.stub.{k}", 0)
+                as_number(x, f"{key}.stub.{k}", 0)
             else:
-                _int(x, f"{key}.stub.{k}", 0)
+                as_int(x, f"{key}.stub.{k}", 0)
         sized = StubConfig(**stub)
         if sized.n_batch < sized.n_seq_max:
             raise ConfigError(f"{key}.stub.n_batch", f"must be >= n_seq_max ({sized.n_seq_max}), got {sized.n_batch}")
@@ -523,7 +418,7 @@ def _model(v: Any, i: int, base: Path | None, seen: dict[str, int]) -> ModelSett
     tools = dict(tools) if tools else None
     chunk = None
     if "prefill_chunk_size" in t:
-        chunk = _int(t["prefill_chunk_size"], f"{key}.prefill_chunk_size", 1)
+        chunk = as_int(t["prefill_chunk_size"], f"{key}.prefill_chunk_size", 1)
     return ModelSettings(
         id=mid,
         path=path,
@@ -531,40 +426,40 @@ def _model(v: Any, i: int, base: Path | None, seen: dict[str, int]) -> ModelSett
         context=context,
         model_options=model_options,
         prefill_chunk_size=chunk,
-        use_cache=_bool(t.get("use_cache", True), f"{key}.use_cache"),
-        embeddings=_bool(t.get("embeddings", False), f"{key}.embeddings"),
+        use_cache=as_bool(t.get("use_cache", True), f"{key}.use_cache"),
+        embeddings=as_bool(t.get("embeddings", False), f"{key}.embeddings"),
         thinking_markers=thinking,
         tool_call_markers=tools,
         stub=stub,
-        max_pending=_int(t["max_pending"], f"{key}.max_pending", 0, 2**31 - 1) if "max_pending" in t else None,
-        on_full=_str(t.get("on_full", "queue"), f"{key}.on_full", ("queue", "error")),
-        decode_budget_ms=(_int(t["decode_budget_ms"], f"{key}.decode_budget_ms", 0, 2**31 - 1)
+        max_pending=as_int(t["max_pending"], f"{key}.max_pending", 0, 2**31 - 1) if "max_pending" in t else None,
+        on_full=as_str(t.get("on_full", "queue"), f"{key}.on_full", ("queue", "error")),
+        decode_budget_ms=(as_int(t["decode_budget_ms"], f"{key}.decode_budget_ms", 0, 2**31 - 1)
                           if "decode_budget_ms" in t else None),
     )
 
 
 def _http(v: Any) -> HttpSettings:
-    t = _table(v, "http")
-    _keys(t, ("bind", "port", "api_keys", "queue_limit", "queue_limits", "cors_origins", "default_max_tokens",
+    t = as_table(v, "http")
+    check_keys(t, ("bind", "port", "api_keys", "queue_limit", "queue_limits", "cors_origins", "default_max_tokens",
               "retry_after_s"), "http")
     d = HttpSettings()
 
     def strings(key: str) -> tuple[str, ...]:
         v = t.get(key, [])
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-            raise ConfigError(f"http.{key}", f"expected an array of non-empty strings, got {_show(v)}")
+            raise ConfigError(f"http.{key}", f"expected an array of non-empty strings, got {show_value(v)}")
         return tuple(v)
 
-    limits = _table(t.get("queue_limits", {}), "http.queue_limits")
+    limits = as_table(t.get("queue_limits", {}), "http.queue_limits")
     return HttpSettings(
-        bind=_str(t["bind"], "http.bind") if "bind" in t else d.bind,
-        port=_int(t.get("port", d.port), "http.port", 0, 65535),
+        bind=as_str(t["bind"], "http.bind") if "bind" in t else d.bind,
+        port=as_int(t.get("port", d.port), "http.port", 0, 65535),
         api_keys=tuple(Secret(k.encode("utf-8")) for k in strings("api_keys")),
-        queue_limit=_int(t.get("queue_limit", d.queue_limit), "http.queue_limit", 1),
-        queue_limits={k: _int(n, f"http.queue_limits.{k}", 1) for k, n in limits.items()},
+        queue_limit=as_int(t.get("queue_limit", d.queue_limit), "http.queue_limit", 1),
+        queue_limits={k: as_int(n, f"http.queue_limits.{k}", 1) for k, n in limits.items()},
         cors_origins=strings("cors_origins"),
-        default_max_tokens=_int(t.get("default_max_tokens", d.default_max_tokens), "http.default_max_tokens", 1),
-        retry_after_s=_int(t.get("retry_after_s", d.retry_after_s), "http.retry_after_s", 0),
+        default_max_tokens=as_int(t.get("default_max_tokens", d.default_max_tokens), "http.default_max_tokens", 1),
+        retry_after_s=as_int(t.get("retry_after_s", d.retry_after_s), "http.retry_after_s", 0),
     )
 
 
@@ -579,11 +474,11 @@ def parse_config(data: Mapping[str, Any], base_dir: str | os.PathLike[str] | Non
     ``env`` is where ``thinking_key_env`` is looked up (default ``os.environ``).
     """
     base = Path(base_dir) if base_dir is not None else None
-    top = _table(data, "")
-    _keys(top, ("node", "cache", "pressure", "models", "http"), "")
+    top = as_table(data, "")
+    check_keys(top, ("node", "cache", "pressure", "models", "http"), "")
     models_v = top.get("models", [])
     if not isinstance(models_v, list):
-        raise ConfigError("models", f"expected an array of tables ([[models]]), got {_show(models_v)}")
+        raise ConfigError("models", f"expected an array of tables ([[models]]), got {show_value(models_v)}")
     seen: dict[str, int] = {}
     cache = _cache(top["cache"], base) if "cache" in top else None
     tiers = ("ram",) if cache is None else tuple(
