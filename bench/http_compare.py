@@ -149,10 +149,12 @@ def cpu_s(pids: list[int]) -> float:
     return total
 
 
-def measured(fn: Callable[[], dict[str, Any]], idle: list[int]) -> dict[str, Any]:
-    """Run ``fn`` under a competition monitor; also the CPU the idle servers (``idle`` pids) used meanwhile."""
+def measured(fn: Callable[[], dict[str, Any]], idle: list[int], busy: list[int]) -> dict[str, Any]:
+    """Run ``fn`` under a competition monitor; also the CPU the idle servers (``idle`` pids) used meanwhile.
+
+    ``busy``: the processes of the server being measured, which are never counted as its competition."""
     c0 = cpu_s(idle)
-    with CompetitionMonitor() as mon:
+    with CompetitionMonitor(exclude=set(busy)) as mon:
         out = fn()
     out["competition"] = mon.summary()
     out["idle_servers_cpu_s"] = round(cpu_s(idle) - c0, 3)
@@ -260,7 +262,8 @@ def alternated(servers: dict[str, Any], reps: int, what: str,
     for rep in range(reps):
         for name in rotated(list(servers), rep):
             variant += 1
-            runs.setdefault(name, []).append(measured(lambda n=name, v=variant: one(n, v), idle_pids(servers, name)))
+            runs.setdefault(name, []).append(measured(lambda n=name, v=variant: one(n, v), idle_pids(servers, name),
+                                                      servers[name].pids()))
         log(f"  {what} round {rep + 1}/{reps} done")
     return runs
 
