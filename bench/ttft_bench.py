@@ -63,7 +63,8 @@ def run(lengths: list[int], reps: int) -> dict[str, Any]:
         quant = quant_byte(model.info.ftype)
         chash = ctx_params_hash({"type_k": "f16", "type_v": "f16", "flash_attn": False})
         cfg = CacheConfig.create(Path(tmp) / "run", ram=8 << 30, ram_file=(Path(tmp) / "shm", 8 << 30),
-                                 disk=(Path(tmp) / "disk", 8 << 30), demote_to_disk=False)
+                                 disk=(Path(tmp) / "disk", 8 << 30), demote_to_disk=False,
+                                 write_behind=False)  # each tier is saved to explicitly: no copies behind
         svc = CacheService(cfg, writers=0)
         client = svc.client()
         try:
