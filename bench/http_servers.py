@@ -223,7 +223,7 @@ def llama_cpp_python_env() -> tuple[Path, dict[str, str]]:
     probe = "import fastapi, sse_starlette, starlette_context, pydantic_settings, uvicorn, yaml"
     if subprocess.run([str(py), "-c", probe], capture_output=True).returncode != 0:
         log("[http] installing llama-cpp-python's server extra into its venv (PyPI)")
-        subprocess.run([str(py), "-m", "pip", "install", "-q", *LCP_SERVER_DEPS], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *LCP_SERVER_DEPS], check=True, stdout=sys.stderr)
     code = f"import importlib.metadata as m, json; print(json.dumps({{n: m.version(n) for n in {LCP_DEP_NAMES!r}}}))"
     versions = json.loads(subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=True).stdout)
     return py, versions

@@ -43,12 +43,13 @@ def ensure_llama_cpp_python() -> Path:
         return PEER_PY
     sdist = fetch_llama._download()
     if not PEER_PY.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True, stdout=sys.stderr)
     env = dict(os.environ, CMAKE_ARGS=want["cmake"], CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
     print(f"[peers] building llama-cpp-python {fetch_llama.SDIST_VERSION} from {sdist.name} (several minutes)",
           file=sys.stderr, flush=True)
-    subprocess.run([str(PEER_PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True, env=env)
-    subprocess.run([str(PEER_PY), "-m", "pip", "install", "-q", str(sdist)], check=True, env=env)
+    subprocess.run([str(PEER_PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True, env=env,
+                   stdout=sys.stderr)
+    subprocess.run([str(PEER_PY), "-m", "pip", "install", "-q", str(sdist)], check=True, env=env, stdout=sys.stderr)
     stamp.write_text(json.dumps(want))
     return PEER_PY
 

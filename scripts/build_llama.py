@@ -22,6 +22,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VENDOR = ROOT / "vendor" / "llama.cpp"
@@ -103,16 +104,22 @@ def cmake_args(ceiling: str | None = None) -> list[str]:
     return args
 
 
+def _tool_output() -> Any:
+    """Where cmake's chatter goes: never stdout, because the bench scripts that build on demand
+    print their JSON report there (a build inside one once broke the report)."""
+    return subprocess.DEVNULL if os.environ.get("LLAMA_ACTORS_QUIET") else sys.stderr
+
+
 def configure(bdir: Path, ceiling: str | None = None) -> None:
     args = cmake_args(ceiling)
     stamp = bdir / "llama-actors-cmake-args.json"
     if (bdir / "CMakeCache.txt").exists() and stamp.exists() and json.loads(stamp.read_text()) == args:
         return
     bdir.mkdir(parents=True, exist_ok=True)
-    print(f"[build] cmake configure in {bdir}", flush=True)
-    print("[build]   " + " ".join(a for a in args if a.startswith("-DGGML_") or "CMAKE_ARGS" in a), flush=True)
-    subprocess.run(["cmake", "-S", str(VENDOR), "-B", str(bdir), *args], check=True,
-                   stdout=subprocess.DEVNULL if os.environ.get("LLAMA_ACTORS_QUIET") else None)
+    print(f"[build] cmake configure in {bdir}", file=sys.stderr, flush=True)
+    flags = " ".join(a for a in args if a.startswith("-DGGML_") or "CMAKE_ARGS" in a)
+    print(f"[build]   {flags}", file=sys.stderr, flush=True)
+    subprocess.run(["cmake", "-S", str(VENDOR), "-B", str(bdir), *args], check=True, stdout=_tool_output())
     stamp.write_text(json.dumps(args))
 
 
@@ -122,9 +129,10 @@ def build(targets: list[str], bdir: Path | None = None, ceiling: str | None = No
         raise SystemExit("[build] vendor/llama.cpp is missing: run scripts/fetch_llama.py first")
     configure(bdir, ceiling)
     jobs = str(os.cpu_count() or 2)
-    print(f"[build] cmake --build {bdir} --target {' '.join(targets)} -j{jobs} (first build takes minutes)", flush=True)
+    print(f"[build] cmake --build {bdir} --target {' '.join(targets)} -j{jobs} (first build takes minutes)",
+          file=sys.stderr, flush=True)
     subprocess.run(["cmake", "--build", str(bdir), "--config", "Release", "-j", jobs, "--target", *targets],
-                   check=True)
+                   check=True, stdout=sys.stderr)
     return bdir
 
 
