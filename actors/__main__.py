@@ -201,6 +201,12 @@ def _stop(port: int) -> int:
     return 0
 
 
+def _transport_rejections(port: int) -> int:
+    from actors.supervisor import runtime
+
+    return runtime.transport_rejections(port)
+
+
 def _status(port: int) -> dict[str, Any]:
     with _attach(port) as system:
         return {
@@ -209,6 +215,7 @@ def _status(port: int) -> dict[str, Any]:
             "observed": [r.__dict__ for r in system.observe_all()],
             "queue_depth": system.queue_depth(),
             "cache": {k: v for k, v in system.cache_counters().items() if v},
+            "transport": {"rejected": _transport_rejections(port)},
         }
 
 

@@ -7,9 +7,15 @@ lives in ``serve.py``; this module never imports the client (``actors.api``).
 
 Facts this module is built around (thespian 4.0.1, ``multiprocTCPBase``):
 
+* **Authenticated.** Thespian unpickles whatever reaches an actor's port;
+  :func:`secure_transport` (the serve process, before the admin forks, so
+  every actor process inherits it) and :func:`attach_system` (every client)
+  install ``actors.transport_auth``: each message carries an HMAC of the
+  system's key, checked before a byte is unpickled. The key is made per
+  system in a 0600 file of the per-user root, so another shell of the same
+  user attaches with no extra step.
 * **Loopback only.** Thespian binds every actor socket, the admin's
-  included, to all interfaces, and the admin speaks unauthenticated
-  pickle; ``THESPIAN_BASE_IPADDR`` changes the *advertised* address but
+  included, to all interfaces; ``THESPIAN_BASE_IPADDR`` changes the *advertised* address but
   not the bind (``IPActorAddress``: ``bindname = ('', port) if external
   else sa``).  :func:`enforce_loopback` patches that constructor so a
   bind to ``''``/``0.0.0.0`` becomes ``127.0.0.1``, and exports
@@ -68,6 +74,14 @@ class RuntimeStartError(RuntimeError):
     """The system could not be started or attached to (the text says why)."""
 
 
+class TransportAuthError(RuntimeStartError):
+    """The transport key needed to attach is missing, unreadable or not the system's (``reason`` says which)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"transport key refused ({reason}): {detail}")
+        self.reason = reason
+
+
 class LeftoverProcesses(RuntimeError):
     """Processes of the actor system outlived its shutdown (they were killed)."""
 
@@ -83,7 +97,7 @@ def enforce_loopback(multi_host: bool = False) -> None:
     """Make every thespian socket of this process (and its forks) bind to 127.0.0.1.
 
     ``multi_host=True`` leaves thespian's binding alone (reachable from other
-    hosts: only on a trusted network, the admin speaks unauthenticated pickle).
+    hosts; messages are still authenticated, but not encrypted: trusted networks only).
     """
     if multi_host:
         return
@@ -204,18 +218,59 @@ def listening_sockets(pids: list[int]) -> list[tuple[int, str, int]]:
     return out
 
 
+# --------------------------------------------------------------------------- transport key
+
+
+def secure_transport(port: int) -> None:
+    """In the process that will serve ``port``, before its admin forks: make the system's key
+    (``transport_auth.server_key``), sign and check every message, count what is dropped."""
+    from actors import transport_auth
+
+    try:
+        transport_auth.install(port, transport_auth.server_key(port), count_drops=True)
+    except transport_auth.TransportKeyError as e:
+        raise TransportAuthError(e.reason, e.detail) from None
+
+
+def _install_client_key(port: int) -> None:
+    from actors import transport_auth
+
+    try:
+        transport_auth.install(port, transport_auth.client_key(port))
+    except transport_auth.TransportKeyError as e:
+        raise TransportAuthError(e.reason, e.detail) from None
+
+
+def transport_rejections(port: int) -> int:
+    """Messages the system on ``port`` dropped because they failed authentication (this host)."""
+    from actors import transport_auth
+
+    return transport_auth.rejected_count(port)
+
+
 # --------------------------------------------------------------------------- attach / start / stop
 
 
 def attach_system(port: int, multi_host: bool = False) -> Any:
-    """An external ``ActorSystem`` handle on the system whose admin listens on ``port``."""
+    """An external ``ActorSystem`` handle on the system whose admin listens on ``port``.
+
+    TransportAuthError when this process has no usable key for it; RuntimeStartError when
+    the admin does not answer (a key given in the environment that differs from the remote
+    system's ends here too: its admin drops every message of ours).
+    """
     check_port(port)
     enforce_loopback(multi_host)
     from thespian.actors import ActorSystem
 
     if listener_pid(port) is None:
         raise RuntimeStartError(f"no actor system listens on port {port}")
-    return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
+    _install_client_key(port)
+    try:
+        return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
+    except Exception as e:
+        raise RuntimeStartError(f"the actor system on port {port} did not answer ({e!r}); if it runs on "
+                                "another host or was started with its own transport key, set the same key "
+                                "in LLAMA_ACTORS_TRANSPORT_KEY or LLAMA_ACTORS_TRANSPORT_KEY_FILE") from None
 
 
 def detach(asys: Any) -> None:
@@ -401,6 +456,10 @@ def stop(port: int, serve: subprocess.Popen[bytes] | None = None, admin_pid: int
             from actors.obs import obs_path
 
             os.unlink(obs_path(port))
+        with contextlib.suppress(OSError):
+            from actors import transport_auth
+
+            transport_auth.remove_files(port)
         leftovers = _wait_gone(sid, timeout=10.0)
         if leftovers:
             for pid in leftovers:

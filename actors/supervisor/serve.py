@@ -45,10 +45,6 @@ def serve(port: int, cache_config: Any = None, multi_host: bool = False, ready_f
 
 def _serve(port: int, cache_config: Any, multi_host: bool, ready_fd: int | None, tree_options: dict[str, Any],
            tree: bool) -> int:
-    from actors.cache.config import CacheConfig
-    from actors.obs import ObsTable, obs_path
-    from actors.supervisor import messages as sm
-
     def report(line: str) -> None:
         if ready_fd is not None:
             os.write(ready_fd, (line + "\n").encode())
@@ -64,7 +60,29 @@ def _serve(port: int, cache_config: Any, multi_host: bool, ready_fd: int | None,
     if runtime.listener_pid(port) is not None:
         report(f"ERROR port_in_use {port}")
         return 2
+    try:
+        runtime.secure_transport(port)  # before the admin forks: every actor process inherits it
+    except (runtime.RuntimeStartError, OSError) as e:
+        report(f"ERROR {e}")
+        return 2
+    try:
+        return _serve_secured(port, cache_config=cache_config, tree=tree, tree_options=tree_options,
+                              report=report, ready_fd=ready_fd)
+    finally:
+        from actors import transport_auth
+
+        with contextlib.suppress(OSError):
+            transport_auth.remove_files(port)
+
+
+def _serve_secured(port: int, cache_config: Any, tree: bool, tree_options: dict[str, Any],
+                   report: Any, ready_fd: int | None) -> int:
+    """The system's life once its transport is secured: admin, tree, READY, wait, shut down."""
     from thespian.actors import ActorSystem
+
+    from actors.cache.config import CacheConfig
+    from actors.obs import ObsTable, obs_path
+    from actors.supervisor import messages as sm
 
     config = (cache_config or CacheConfig.create()) if tree else None
     if tree:
@@ -126,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-stdout", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--log", help="file for thespian and actor output (default: the run directory)")
     a = ap.parse_args(argv)
+    # Everything this system writes (the run directory, staging files, rows, logs, every forked
+    # actor's files) is private to the user, even where a creator forgets to say so.
+    os.umask(0o077)
     config = None
     temporary = False
     node: dict[str, Any] = {}
@@ -155,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         log = os.devnull
     if log != os.devnull:
         os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     if a.ready_stdout:
         os.dup2(fd, 1)
     os.dup2(fd, 2)
