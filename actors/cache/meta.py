@@ -30,6 +30,7 @@ from actors.cache.counters import Counters, Gauges, read_counters
 from actors.cache.index import CacheIndex, Row, Status
 from actors.cache.kvc import KvcError, SaveReason
 from actors.cache.tiers import DirTier, bump_hits, load_file
+from actors.private_files import ensure_own_private_dir, make_private_dirs
 
 
 class Outbox(Protocol):
@@ -63,8 +64,9 @@ class MetaCore:
         quotas[RAM] = None  # each owner enforces its own ram quota
         self.index = CacheIndex(quotas)
         self.dirs = {t.name: DirTier(t.name, t.path or "", t.quota_bytes) for t in config.file_tiers()}
-        for d in (config.run_dir, config.staging_dir, config.snapshot_dir, config.counters_dir):
-            os.makedirs(d, exist_ok=True)
+        ensure_own_private_dir(config.run_dir)  # staging copies and index snapshots hold prompt tokens
+        for d in (config.staging_dir, config.snapshot_dir, config.counters_dir):
+            make_private_dirs(d)
         self.counters = Counters.for_dir(config.counters_dir)
         self.gauges = Gauges(config.counters_dir)
         self.subscribers: dict[str, _Subscriber] = {}

@@ -38,6 +38,7 @@ from enum import Enum
 import psutil
 
 from actors.cache import kvc
+from actors.private_files import PRIVATE_FILE_MODE
 
 ROW_SUFFIX = ".kvc"
 TMP_SUFFIX = ".tmp"
@@ -165,7 +166,7 @@ def reserve(directory: str, key: bytes, ttl_s: float) -> Reservation | None:
     body = json.dumps({"pid": me, "start": _process_start(me), "host": socket.gethostname(), "token": token}).encode()
     for _ in range(2):
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         except FileExistsError:
             if not reservation_is_stale(path, ttl_s):
                 return None
@@ -308,7 +309,7 @@ def publish_file(
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                     raise
-        dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         try:
             if hook:
                 hook("tmp_open")
@@ -345,7 +346,7 @@ def publish_parts(
     size = sum(len(p) for p in parts)
 
     def fill(tmp: str, res: Reservation) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         try:
             if hook:
                 hook("tmp_open")
@@ -388,6 +389,9 @@ def _publish(
     tmp = os.path.join(directory, f"{key.hex()}.{res.token}{TMP_SUFFIX}")
     try:
         fill(tmp, res)
+        # A row's metadata holds the prompt's tokens: 0600 whatever the umask, and also when
+        # fill hard-linked a staging file that its writer made with a looser mode.
+        os.chmod(tmp, PRIVATE_FILE_MODE)
         if hook:
             hook("tmp_written")
         if fsync:

@@ -27,6 +27,7 @@ from actors.cache import kvc, publish
 from actors.cache.key import namespace
 from actors.cache.prefix import chain_blob
 from actors.cache.write_policy import CopyState
+from actors.private_files import make_private_dirs
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
@@ -162,7 +163,7 @@ class DirTier:
         self.name = name
         self.directory = directory
         self.quota = quota_bytes
-        os.makedirs(directory, exist_ok=True)
+        make_private_dirs(directory)  # a new tier directory is 0700; rows in any tier are 0600
 
     def path(self, key: bytes) -> str:
         return publish.row_path(self.directory, key)
