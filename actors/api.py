@@ -43,6 +43,7 @@ from actors.model import messages as mm
 from actors.obs import ObsRecord, ObsTable
 from actors.supervisor import messages as sm
 from actors.supervisor import runtime
+from actors.supervisor.client_watch import RouteGuard
 
 _GEN_FIELDS = {"max_tokens", "parent_key", "session_id", "add_special", "parse_special", "cache", "tier",
                "stop_sequences", "thinking", "thinking_budget_tokens", "timeout_s", "expect_committed"}
@@ -188,6 +189,7 @@ class System:
         self._inbox: Inbox | None = None
         self._lock = threading.Lock()
         self._obs: ObsTable | None = None
+        self._multi_host = multi_host
         try:
             self.asys = runtime.attach_system(port, multi_host)
             root = runtime.find_root(self.asys)
@@ -199,7 +201,11 @@ class System:
                 if time.monotonic() > deadline or (isinstance(info, sm.TreeInfo) and info.state == "failed"):
                     raise runtime.RuntimeStartError(f"no running llama-actors tree on port {port}: {info!r}")
                 time.sleep(0.1)
-            self.tree: sm.TreeInfo = info
+            self._tree: sm.TreeInfo = info
+            self._tree_lock = threading.Lock()
+            self._guard = RouteGuard()
+            if not multi_host:  # pids are this host's: a remote tree's supervisor is not watched
+                self._guard.watch(info.models, info.pids.get("models"))
         except BaseException:
             if self._started is not None:
                 runtime.stop(port, self._started.serve, self._started.admin_pid, graceful=False)
@@ -210,6 +216,39 @@ class System:
         return cls(port, attach=True, multi_host=multi_host)
 
     # ------------------------------------------------------------------ plumbing
+
+    @property
+    def tree(self) -> sm.TreeInfo:
+        """The tree's addresses, current: after the model supervisor (or the root) was restarted, the new ones.
+
+        Model requests go to ``tree.models``; a handle that cached a dead supervisor's address would wait
+        forever, so a dead one (its pid is watched) makes this ask the root again."""
+        if not self._guard.alive(self._tree.models):
+            self._refresh_tree()
+        return self._tree
+
+    def _refresh_tree(self, timeout: float = 30.0) -> None:
+        """Wait until the root reports a running tree whose model supervisor is alive, and use it."""
+        with self._tree_lock:
+            old = self._tree
+            if self._guard.alive(old.models):
+                return
+            deadline = time.monotonic() + timeout
+            last: Any = None
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    root = runtime.find_root(self.asys)  # a restarted root has a new address, the same name
+                    last = runtime.ask(self.asys, root, sm.TreeInfoReq(_new_id()), 2.0)
+                    if (isinstance(last, sm.TreeInfo) and last.state == "running" and last.models is not None
+                            and last.models != old.models):
+                        self._guard.watch(last.models, last.pids.get("models") if not self._multi_host else None)
+                        if self._guard.alive(last.models):
+                            self._tree = last
+                            return
+                if time.monotonic() > deadline:
+                    raise ModelError("tree_unavailable", f"the model supervisor died and no new one came up "
+                                                         f"within {timeout}s: {last!r}")
+                time.sleep(0.05)
 
     @property
     def admin_pid(self) -> int | None:
@@ -225,7 +264,7 @@ class System:
         through it (``Inbox.open(req_id, sink)``)."""
         with self._lock:
             if self._inbox is None:
-                self._inbox = Inbox(self.asys)
+                self._inbox = Inbox(self.asys, self._guard)
             return self._inbox
 
     def _call(self, msg: Any, timeout: float = DEFAULT_TIMEOUT, dest: Any = None) -> Any:

@@ -31,12 +31,15 @@ class Inbox:
     calling thread.
     """
 
-    def __init__(self, asys: Any) -> None:
+    def __init__(self, asys: Any, guard: Any = None) -> None:
+        """``guard``: an ``actors.supervisor.client_watch.RouteGuard``: requests sent through a supervisor that
+        dies end with ``model_crashed`` (checked by the inbox thread), instead of waiting out their timeout."""
         from thespian.actors import ExternalContext
 
         from actors.model.local_inbox import InboxServer
 
         self._asys = asys
+        self.guard = guard
         self.ctx = ExternalContext(asys._systemBase.external_clone())
         self.address = self.ctx._systemBase.transport.myAddress
         self._queues: dict[str, queue.SimpleQueue[Any]] = {}
@@ -59,6 +62,11 @@ class Inbox:
                 continue
             if msg is not None:
                 self._route(msg)
+            if self.guard is not None:
+                from actors.supervisor.client_watch import CRASH_DETAIL
+
+                for rid in self.guard.check():
+                    self._route(mm.ErrorReply(rid, "model_crashed", CRASH_DETAIL))
 
     def _route(self, msg: Any) -> None:
         with self._lock:
@@ -77,6 +85,8 @@ class Inbox:
     def finish(self, req_id: str) -> None:
         with self._lock:
             self._queues.pop(req_id, None)
+        if self.guard is not None:
+            self.guard.finished(req_id)
 
     def recv(self, req_id: str, timeout: float) -> Any:
         with self._lock:
@@ -91,6 +101,9 @@ class Inbox:
     def send(self, addr: Any, msg: Any) -> None:
         if isinstance(msg, mm.ModelRequest) and msg.inbox is None and msg.reply_to == self.address:
             msg = replace(msg, inbox=self.local.address)
+        req_id = getattr(msg, "req_id", "")
+        if self.guard is not None and req_id in self._queues:
+            self.guard.sent(addr, req_id)
         ctx = getattr(self._local, "ctx", None)
         if ctx is None:
             from thespian.actors import ExternalContext

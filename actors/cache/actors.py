@@ -2,7 +2,10 @@
 
 * ``CacheMetaActor``: sole writer of the index (wraps
   :class:`~actors.cache.meta.MetaCore`), creates and supervises the writer
-  pool, runs periodic sweeps.
+  pool, runs periodic sweeps.  A dead writer is replaced (the pool stays
+  at its size) whether thespian's exit notice comes or not: the meta also
+  watches the writers' pids (``actors.supervisor.watch``), since thespian
+  drops the notices of children that die together.
 * ``CacheWriterActor``: one file-I/O worker (publish protocol, demotion).
   Separate processes, so an fsync on a slow disk never stalls the meta
   or a model.
@@ -34,6 +37,7 @@ from actors.cache.kvc import RowMeta
 from actors.cache.meta import MetaCore
 from actors.cache.pressure import PressureMonitor
 from actors.cache.writer import execute
+from actors.supervisor.watch import WATCH_INTERVAL_S, WATCH_PAYLOAD, PidWatch
 
 
 class _ActorOutbox:
@@ -50,18 +54,25 @@ class CacheMetaActor(Actor):
         self.core: MetaCore | None = None
         self.config: CacheConfig | None = None
         self.stopping = False
+        self.watch = PidWatch()
+        self.writers: dict[int, Any] = {}  # slot key -> current writer address
+        self._keys = 0
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, m.MetaStart):
             self._start(msg, sender)
+        elif isinstance(msg, WakeupMessage) and msg.payload == WATCH_PAYLOAD:
+            for dead in self.watch.poll():
+                self._writer_died(dead)
+                self.send(self.myAddress, ChildActorExited(dead))  # thespian's own child list (see watch.py)
+            if not self.stopping:
+                self.wakeupAfter(timedelta(seconds=WATCH_INTERVAL_S), payload=WATCH_PAYLOAD)
         elif isinstance(msg, WakeupMessage):
             if self.core is not None and self.config is not None:
                 self.core.sweep()
                 self.wakeupAfter(timedelta(seconds=self.config.sweep_interval_s))
         elif isinstance(msg, ChildActorExited):
-            if self.core is not None and not self.stopping:
-                replacement = self.createActor(CacheWriterActor)
-                self.core.replace_writer(msg.childAddress, replacement)
+            self._writer_died(msg.childAddress)
         elif isinstance(msg, ActorExitRequest):
             self.stopping = True
         elif isinstance(msg, PoisonMessage):
@@ -82,7 +93,8 @@ class CacheMetaActor(Actor):
         except ValueError as exc:
             self.send(sender, m.ErrorReply(msg.req_id, "bad_config", str(exc)))
             return
-        writers = [self.createActor(CacheWriterActor) for _ in range(config.writers)]
+        writers = [self._new_writer() for _ in range(config.writers)]
+        self.wakeupAfter(timedelta(seconds=WATCH_INTERVAL_S), payload=WATCH_PAYLOAD)
         self.config = config
         self.core = MetaCore(config, _ActorOutbox(self), writers)
         stats = self.core.start()
@@ -91,6 +103,22 @@ class CacheMetaActor(Actor):
             m.MetaReady(msg.req_id, config.run_dir, stats["rows"], stats["corrupt_files"], stats["tmp_removed"]),
         )
         self.wakeupAfter(timedelta(seconds=config.sweep_interval_s))
+
+
+    def _new_writer(self) -> Any:
+        self._keys += 1
+        addr = self.watch.spawn(self._keys, lambda: self.createActor(CacheWriterActor))
+        self.writers[self._keys] = addr
+        return addr
+
+    def _writer_died(self, addr: Any) -> None:
+        """Replace a dead writer once, whichever of its exit notice and the pid watch comes first."""
+        key = next((k for k, a in self.writers.items() if a == addr), None)
+        if key is None or self.core is None or self.stopping:
+            return
+        del self.writers[key]
+        self.watch.forget(key)
+        self.core.replace_writer(addr, self._new_writer())
 
 
 class CacheWriterActor(Actor):

@@ -21,6 +21,7 @@ class TreeStart:
     pressure: dict[str, Any] | None = None  # PressureStart fields (source, high, low, interval_s, tiers)
     thinking_key: Any = None  # actors.secret.Secret | None: the node-wide HMAC key for thinking signatures
     cores: int | None = None  # the node's core budget for llama.cpp threads (None: every core it may run on)
+    restore: bool = False  # a restarted root: bring back the models its predecessor persisted
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class TreeInfo:
     cache_config: Any
     state: str = "running"  # running | starting | failed | stopping
     restarts: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)  # root, cache, models: watched by clients on this host
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,23 @@ class CacheReady:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """What a restarted model supervisor needs to bring one model back: held by the root, which outlives it."""
+
+    model_id: str
+    config: Any  # actors.model.messages.ModelConfig
+    adapters: tuple[tuple[str, str, float], ...] = ()
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpecs:
+    """Model supervisor -> root, whenever the set of models (or their adapters) changes: the whole set."""
+
+    specs: tuple[ModelSpec, ...]
+
+
+@dataclass(frozen=True)
 class ModelSupStart:
     meta: Any
     cache_config: Any
@@ -94,6 +113,7 @@ class ModelSupStart:
     obs_path: str | None
     thinking_key: Any = None
     cores: int | None = None
+    models: tuple[ModelSpec, ...] = ()  # a restarted supervisor brings these back
 
 
 @dataclass(frozen=True)
@@ -126,3 +146,4 @@ class Children:
     children: dict[str, Any]
     restarts: int
     escalated: bool
+    pids: dict[str, int] = field(default_factory=dict)  # child id -> pid, as the supervisor watches it

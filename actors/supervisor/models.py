@@ -19,6 +19,19 @@ Restart intensity is kept per model: past ``max_restarts`` within
 serving.  A crash during the very first load is reported to the loader
 and not retried.
 
+Deaths it is not told of: thespian loses exit notices of children that
+die close together, so the supervisor also watches each model's pid
+(``actors.supervisor.watch``); a vanished pid takes the same path as the
+notice, and whichever comes first acts (a model's entry points at one
+process at a time, so a second signal for it matches nothing).
+
+Specs that outlive it: after every change to the set of models (a load
+accepted, adapters changed, an unload) the supervisor sends its parent the
+whole set (``ModelSpecs``).  When this supervisor dies, the root restarts
+it with that set in ``ModelSupStart.models`` and every model comes back
+with the same configuration and adapters (its former processes are
+killed by the root as orphans, see ``supervisor.Supervisor``).
+
 Cores: the supervisor owns the node's core budget (``cores``, at most the
 cores this process may run on).  Every llama model is started with its
 share from :func:`actors.supervisor.cores.plan`, and when a load, unload or
@@ -40,6 +53,7 @@ from actors.model import messages as mm
 from actors.supervisor import cores
 from actors.supervisor import messages as sm
 from actors.supervisor.spec import RestartIntensity
+from actors.supervisor.watch import WATCH_INTERVAL_S, WATCH_PAYLOAD, PidWatch
 
 MAX_RESTARTS = 3
 MAX_SECONDS = 30.0
@@ -63,6 +77,7 @@ class _Model:
     last_exit: str = ""
     adapters: tuple[tuple[str, str, float], ...] = ()  # re-applied when the model restarts
     threads: cores.ThreadShare | None = None  # its share of the node's cores (llama models only)
+    served: bool = False  # it reached ready once: a restarted supervisor brings it back
 
 
 class ModelSupervisor(Actor):
@@ -76,6 +91,10 @@ class ModelSupervisor(Actor):
         self.stop_all: tuple[Any, str] | None = None
         self.stopped_count = 0
         self.cores = cores.node_cores()
+        self.parent: Any = None
+        self.watch = PidWatch()
+        self._watching = False
+        self._sent_specs: tuple[sm.ModelSpec, ...] = ()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -86,6 +105,19 @@ class ModelSupervisor(Actor):
             req_id = getattr(msg, "req_id", "")
             if req_id:
                 self.send(getattr(msg, "reply_to", None) or sender, mm.ErrorReply(req_id, "internal_error", repr(e)))
+        finally:
+            if not isinstance(msg, mm.ModelRequest):  # the hot path changes no spec
+                self._publish_specs()
+
+    def _specs(self) -> tuple[sm.ModelSpec, ...]:
+        return tuple(sm.ModelSpec(e.model_id, e.config, e.adapters, e.restarts) for e in self.models.values()
+                     if e.served and e.state not in ("failed", "stopping"))
+
+    def _publish_specs(self) -> None:
+        specs = self._specs()
+        if self.parent is not None and specs != self._sent_specs:
+            self._sent_specs = specs
+            self.send(self.parent, sm.ModelSpecs(specs))
 
     def _dispatch(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, mm.ModelRequest):
@@ -114,12 +146,13 @@ class ModelSupervisor(Actor):
         elif isinstance(msg, mm.ListModels):
             self.send(msg.reply_to or sender, mm.Value(msg.req_id, self._list()))
         elif isinstance(msg, sm.ModelSupStart):
-            self.start, self.meta = msg, msg.meta
+            self.start, self.meta, self.parent = msg, msg.meta, sender
             self.cores = cores.budget(msg.cores)
             if msg.obs_path:
                 from actors.obs import ObsTable
 
                 self.obs = ObsTable(msg.obs_path)
+            self._restore(msg.models)
             self.send(sender, sm.ModelSupReady(len(self.models)))
         elif isinstance(msg, mm.CacheRebind):
             self.meta = msg.meta
@@ -128,6 +161,8 @@ class ModelSupervisor(Actor):
                     self.send(entry.addr, msg)
         elif isinstance(msg, sm.StopModels):
             self._stop_all(msg.req_id, sender)
+        elif isinstance(msg, WakeupMessage) and msg.payload == WATCH_PAYLOAD:
+            self._poll_models()
         elif isinstance(msg, WakeupMessage):
             self._stop_timeout()
         elif isinstance(msg, (ActorExitRequest, PoisonMessage)):
@@ -177,8 +212,34 @@ class ModelSupervisor(Actor):
     def _spawn(self, entry: _Model) -> None:
         from actors.model.actor import ModelActor
 
-        entry.addr = self.createActor(ModelActor)
+        entry.addr = self.watch.spawn(entry.model_id, lambda: self.createActor(ModelActor))
         self.send(entry.addr, self._init_msg(entry))
+        if not self._watching:
+            self._watching = True
+            self.wakeupAfter(timedelta(seconds=WATCH_INTERVAL_S), payload=WATCH_PAYLOAD)
+
+    def _poll_models(self) -> None:
+        """A model whose process is gone is handled like its exit notice (which thespian may never send)."""
+        self._watching = False
+        for addr in self.watch.poll():
+            self._child_exited(addr)
+            self.send(self.myAddress, ChildActorExited(addr))  # thespian's own child list (see watch.py)
+        if any(e.addr is not None for e in self.models.values()):
+            self._watching = True
+            self.wakeupAfter(timedelta(seconds=WATCH_INTERVAL_S), payload=WATCH_PAYLOAD)
+
+    def _restore(self, specs: tuple[sm.ModelSpec, ...]) -> None:
+        """A restarted supervisor: every model its predecessor served, with the same configuration and adapters."""
+        for spec in specs:
+            if spec.model_id in self.models:
+                continue
+            slot = self.obs.claim(spec.model_id) if self.obs is not None else -1
+            self.models[spec.model_id] = _Model(spec.model_id, spec.config, None, slot, state="restarting",
+                                                restarts=spec.restarts + 1, adapters=spec.adapters, served=True)
+        self._rebalance()
+        for entry in list(self.models.values()):
+            if entry.addr is None and entry.state == "restarting":
+                self._spawn(entry)
 
     def _load(self, msg: mm.LoadModel, sender: Any) -> None:
         reply_to = msg.reply_to or sender
@@ -215,6 +276,7 @@ class ModelSupervisor(Actor):
         if entry is None:
             return
         entry.state, entry.pid, entry.info, entry.client_id = "ready", msg.pid, msg.info, msg.cache_client_id
+        entry.served = True
         if entry.loader is not None:
             req_id, dest = entry.loader
             entry.loader = None
@@ -281,6 +343,7 @@ class ModelSupervisor(Actor):
 
     def _forget(self, entry: _Model) -> None:
         self.models.pop(entry.model_id, None)
+        self.watch.forget(entry.model_id)
         self._rebalance()
         for rid, (mid, dest) in list(self.inflight.items()):
             if mid == entry.model_id:
@@ -298,6 +361,7 @@ class ModelSupervisor(Actor):
         if entry is None:
             return
         entry.addr = None
+        self.watch.forget(entry.model_id)
         if entry.state == "stopping":
             self.stopped_count += 1
             self._release_cache_client(entry)

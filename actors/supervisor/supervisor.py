@@ -1,8 +1,10 @@
 """A generic OTP-style supervisor actor for thespian.
 
 Thespian tells a parent ``ChildActorExited`` a few milliseconds after a
-child process dies (``multiprocTCPBase``); that is the only failure
-signal used.  The decisions (restart what, escalate or not) come from
+child process dies (``multiprocTCPBase``), but it loses that notice for
+children that die close together (see ``actors.supervisor.watch``), so a
+supervisor also polls its children's pids; both signals end in the one
+exit handler, which acts once per death.  The decisions (restart what, escalate or not) come from
 the pure :func:`~actors.supervisor.spec.plan_restart`.  Subclasses add
 children with :meth:`add_child`, build each child's init message in
 :meth:`init_for` (called again on every restart, so a restarted child
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+from datetime import timedelta
 from typing import Any
 
 import psutil
@@ -39,6 +42,7 @@ from thespian.actors import (
 
 from actors.supervisor import messages as sm
 from actors.supervisor.spec import ChildSpec, Restart, RestartIntensity, Strategy, plan_restart
+from actors.supervisor.watch import WATCH_INTERVAL_S, WATCH_PAYLOAD, PidWatch
 
 
 class Supervisor(Actor):
@@ -57,6 +61,8 @@ class Supervisor(Actor):
         self.stopping = False
         self.restart_count = 0
         self._known: dict[int, float] = {}
+        self.watch = PidWatch()
+        self._watching = False
 
     # ------------------------------------------------------------------ dispatch
 
@@ -70,10 +76,13 @@ class Supervisor(Actor):
                 self.on_exit_request()
             elif isinstance(msg, PoisonMessage):
                 self.on_poison(msg)
+            elif isinstance(msg, WakeupMessage) and msg.payload == WATCH_PAYLOAD:
+                self._poll_children()
             elif isinstance(msg, WakeupMessage):
                 self.on_wakeup(msg)
             elif isinstance(msg, sm.WhichChildren):
-                self.send(sender, sm.Children(msg.req_id, dict(self.children), self.restart_count, self.escalated))
+                self.send(sender, sm.Children(msg.req_id, dict(self.children), self.restart_count, self.escalated,
+                                              {str(k): v for k, v in self.watch.pids().items()}))
             elif isinstance(msg, ChildExitingNormally):
                 self._normal.append(sender)
             else:
@@ -83,6 +92,25 @@ class Supervisor(Actor):
         finally:
             if not isinstance(msg, ActorExitRequest):
                 self.snapshot_descendants()
+
+    # ------------------------------------------------------------------ pid watch
+
+    def _arm_watch(self) -> None:
+        if not self._watching:
+            self._watching = True
+            self.wakeupAfter(timedelta(seconds=WATCH_INTERVAL_S), payload=WATCH_PAYLOAD)
+
+    def _poll_children(self) -> None:
+        """A child whose process is gone is handled like its exit notice (which thespian may never send)."""
+        self._watching = False
+        dead = self.watch.poll()
+        if dead:
+            self.reap_orphans()
+        for addr in dead:
+            self._child_exited(addr)
+            self.send(self.myAddress, ChildActorExited(addr))  # thespian's own child list (see watch.py)
+        if not self.stopping and self.children:
+            self._arm_watch()
 
     # ------------------------------------------------------------------ orphans
 
@@ -121,6 +149,10 @@ class Supervisor(Actor):
     def on_child_forgotten(self, cid: str) -> None:
         pass
 
+    def on_child_down(self, cid: str) -> bool:
+        """A child died (not stopped by us). False: do not restart it (the subclass handled it)."""
+        return True
+
     def on_escalate(self, failed: str) -> None:
         """Default: exit, so the parent supervisor sees this supervisor fail."""
         self.send(self.myAddress, ActorExitRequest())
@@ -151,8 +183,9 @@ class Supervisor(Actor):
         return self._start(spec, restarted=False)
 
     def _start(self, spec: ChildSpec, restarted: bool) -> Any:
-        addr = self.createActor(spec.actor)
+        addr = self.watch.spawn(spec.id, lambda: self.createActor(spec.actor))
         self.children[spec.id] = addr
+        self._arm_watch()
         init = self.init_for(spec)
         if init is not None:
             self.send(addr, init)
@@ -161,6 +194,7 @@ class Supervisor(Actor):
 
     def stop_child(self, cid: str, forget: bool = True) -> None:
         addr = self.children.pop(cid, None)
+        self.watch.forget(cid)
         if forget:
             self.specs.pop(cid, None)
         if addr is not None:
@@ -188,7 +222,8 @@ class Supervisor(Actor):
         if cid is None:
             return
         del self.children[cid]
-        if self.stopping or self.escalated:
+        self.watch.forget(cid)
+        if self.stopping or self.escalated or not self.on_child_down(cid):
             return
         order = [c for c in self.specs if c in self.children or c == cid]
         kinds = {c: s.restart for c, s in self.specs.items()}

@@ -17,10 +17,19 @@ instead of being restarted.
 There is no name registry: every model request goes to the model
 supervisor, which holds the one table of model id -> current process and
 forwards (a restarted model has a new address, which only it needs to know).
+
+The root holds the model specs (``ModelSpecs``, sent by the model
+supervisor after every change) so that a restarted model supervisor
+brings every model back, and persists them (a private file in the run
+directory) so that a restarted root does too (``TreeStart.restore``,
+sent by the daemon in ``serve.py`` when it finds the root gone).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
 from typing import Any
 
 from actors.cache import messages as cm
@@ -80,13 +89,43 @@ class RootSupervisor(Supervisor):
         self.state = "new"
         self.stop_waiters: list[tuple[Any, str]] = []
         self.models_unloaded = 0
+        self.model_specs: tuple[sm.ModelSpec, ...] = ()
+
+    def _specs_path(self) -> str | None:
+        s = self.start_msg
+        run_dir = getattr(getattr(s, "cache_config", None), "run_dir", None)
+        return os.path.join(run_dir, f"tree-{s.admin_port}.specs") if s is not None and run_dir else None
+
+    def _persist_specs(self) -> None:
+        """Write the model specs where a restarted root finds them (private: configs name model files)."""
+        path = self._specs_path()
+        if path is None:
+            return
+        with contextlib.suppress(OSError):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(self.model_specs, f)
+            os.replace(tmp, path)
+
+    def _restore_specs(self) -> tuple[sm.ModelSpec, ...]:
+        path = self._specs_path()
+        if path is None:
+            return ()
+        try:
+            with open(path, "rb") as f:
+                specs = pickle.load(f)  # written by a root of this same system, mode 0600
+        except (OSError, pickle.PickleError, EOFError):
+            return ()
+        return tuple(x for x in specs if isinstance(x, sm.ModelSpec)) if isinstance(specs, tuple) else ()
 
     def info(self, req_id: str) -> sm.TreeInfo:
         s = self.start_msg
         return sm.TreeInfo(req_id, self.myAddress, self.children.get("cache"),
                            self.meta, self.children.get("models"), s.admin_port if s else 0,
                            s.obs_path if s else None, s.cache_config if s else None, self.state,
-                           {"root": self.restart_count})
+                           {"root": self.restart_count},
+                           {"root": os.getpid(), **{str(k): v for k, v in self.watch.pids().items()}})
 
     def handle(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, sm.TreeStart):
@@ -95,7 +134,13 @@ class RootSupervisor(Supervisor):
                           else sm.TreeFailed(msg.req_id, f"tree is {self.state}"))
                 return
             self.start_msg, self.starter, self.state = msg, (sender, msg.req_id), "starting"
+            self.model_specs = self._restore_specs() if msg.restore else ()
+            self._persist_specs()
             self.add_child(ChildSpec("cache", CacheSupervisor))
+        elif isinstance(msg, sm.ModelSpecs):
+            if self.state != "stopping":  # an unload for the stop is not a change of the set to bring back
+                self.model_specs = msg.specs
+                self._persist_specs()
         elif isinstance(msg, sm.CacheReady):
             self.meta = msg.meta
             if "models" not in self.specs:
@@ -136,7 +181,19 @@ class RootSupervisor(Supervisor):
         else:
             self._reply_stopped()
 
+    def on_child_down(self, cid: str) -> bool:
+        if self.state != "stopping":
+            return True
+        # Stopping: a dead child is not restarted, and the stop does not wait for it.
+        if cid == "models" and self.stop_waiters:
+            self._models_stopped(self.models_unloaded)
+        elif cid == "cache" and self.stop_waiters:
+            self._reply_stopped()
+        return False
+
     def _reply_stopped(self) -> None:
+        with contextlib.suppress(OSError, TypeError):
+            os.unlink(self._specs_path())  # type: ignore[arg-type]  # a stopped tree restores nothing
         for dest, req_id in self.stop_waiters:
             self.send(dest, sm.TreeStopped(req_id, self.models_unloaded))
         self.stop_waiters.clear()
@@ -147,7 +204,8 @@ class RootSupervisor(Supervisor):
         if spec.id == "cache":
             return sm.CacheSupStart(s.cache_config, s.pressure)
         if spec.id == "models":
-            return sm.ModelSupStart(self.meta, s.cache_config, s.admin_port, s.obs_path, s.thinking_key, s.cores)
+            return sm.ModelSupStart(self.meta, s.cache_config, s.admin_port, s.obs_path, s.thinking_key, s.cores,
+                                    self.model_specs)
         return None
 
     def on_escalate(self, failed: str) -> None:
