@@ -8,10 +8,12 @@ with a clear, machine-readable reason.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -64,11 +66,11 @@ def test_the_payload_would_create_a_file_if_unpickled(tmp_path: Path) -> None:
 def test_raw_pickles_to_admin_and_model_ports_run_nothing(tmp_path: Path) -> None:
     with running_system(tmp_path / "sys") as s:
         s.load_model("m", backend="stub")
-        model_pid = s.status("m")["pid"]
-        model_ports = [port for _pid, _addr, port in runtime.listening_sockets([model_pid])]
-        assert model_ports
+        match = re.search(r":(\d+)\)$", s.model_address("m"))
+        assert match, s.model_address("m")
+        model_port = int(match.group(1))
         before = runtime.transport_rejections(s.port)
-        targets = {"admin": s.port, "model": model_ports[0]}
+        targets = {"admin": s.port, "model": model_port}
         for name, port in targets.items():
             marker = tmp_path / f"pwned-{name}"
             # unsigned, and signed with a key that is not the system's
@@ -78,7 +80,19 @@ def test_raw_pickles_to_admin_and_model_ports_run_nothing(tmp_path: Path) -> Non
                 assert b"ACK+DATAERR" in reply  # thespian's refusal, and the connection closed
             assert not marker.exists(), f"a pickle sent to the {name} port was unpickled"
         assert wait_until(lambda: runtime.transport_rejections(s.port) >= before + 4, 10)
-        assert s.complete("m", "still serving", max_tokens=3).finish_reason == "length"
+        # The model process's other thespian endpoints (its outbox's) read only while it sends:
+        # leave a pickle on each, then make it send.
+        others = [port for _pid, _addr, port in runtime.listening_sockets([s.status("m")["pid"]])
+                  if port != model_port]
+        marker = tmp_path / "pwned-outbox"
+        with contextlib.ExitStack() as stack:
+            for port in others:
+                conn = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+                body = pickle.dumps(_CreatesFile(str(marker)))
+                conn.sendall(b"%d>" % len(body) + body)
+            for _ in range(3):
+                assert s.complete("m", "still serving", max_tokens=3).finish_reason == "length"
+        assert not marker.exists()
         out = subprocess.run([sys.executable, "-m", "actors", "status", "--port", str(s.port)], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
