@@ -9,10 +9,18 @@ package needs no shared llama.cpp library at run time.
 
 API mode (not ABI mode) because cffi then releases the GIL around every C call,
 so a long prefill in one thread never stalls the Python threads beside it.
+
+Flavour: with LLAMA_ACTORS_SANITIZE=1, ``python build_ffi.py`` builds the
+AddressSanitizer + UBSan flavour instead: llama.cpp from build/llama-asan (see
+scripts/build_llama.py), the shim compiled with the same sanitizers, and the
+extension written to build/asan/native/ (never into actors/model/, so the normal
+build is untouched). scripts/asan_site/sitecustomize.py loads it in place of the
+normal one when LLAMA_ACTORS_NATIVE_SO names it; ``./run.sh test-asan`` does all this.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -36,9 +44,15 @@ def cdef_text() -> str:
     return match.group(1)
 
 
-def make_builder(absolute_sources: bool = False) -> FFI:
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+ASAN_OUT = ROOT / "build" / "asan"
+
+
+def make_builder(absolute_sources: bool = False, flavour: str = "release") -> FFI:
+    """The cffi builder of one flavour; pip (``cffi_modules``) always gets the release one."""
     fetch_llama.main()
-    bdir = build_llama.build(["llama", "ggml"])
+    asan = build_llama.flavour(flavour) == "asan"
+    bdir = build_llama.build(["llama", "ggml"], flavour_name=flavour)
     libs = build_llama.static_libs(bdir)
     vendor = build_llama.VENDOR
     cmake_cache = (bdir / "CMakeCache.txt").read_text()
@@ -57,20 +71,39 @@ def make_builder(absolute_sources: bool = False) -> FFI:
         sources=[str(ROOT / "csrc" / "la_shim.cpp") if absolute_sources else "csrc/la_shim.cpp"],
         source_extension=".cpp",
         include_dirs=[str(ROOT / "csrc"), str(vendor / "include"), str(vendor / "ggml" / "include")],
-        extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],
+        extra_compile_args=["-std=c++17", "-fvisibility=hidden",
+                            *(["-O1", "-g", *SANITIZE_FLAGS] if asan else ["-O2"])],
         extra_objects=[str(p) for p in libs],
         libraries=link,
-        extra_link_args=["-Wl,--exclude-libs,ALL"],
+        extra_link_args=["-Wl,--exclude-libs,ALL", *(SANITIZE_FLAGS if asan else [])],
     )
     return ffi
 
+
+def build_asan() -> Path:
+    """Build the sanitizer flavour of the extension into build/asan/native/ and return its path."""
+    work = ASAN_OUT / "cffi"
+    make_builder(absolute_sources=True, flavour="asan").compile(tmpdir=str(work), verbose=True)
+    built = sorted(work.rglob("_native*.so"), key=lambda p: p.stat().st_mtime)
+    if not built:
+        raise SystemExit(f"[ffi] no extension was built in {work}")
+    target = ASAN_OUT / "native" / "_native.so"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".so.tmp")
+    tmp.write_bytes(built[-1].read_bytes())
+    os.replace(tmp, target)
+    print(f"[ffi] installed the asan flavour at {target}", file=sys.stderr)
+    return target
+
+
+if __name__ == "__main__" and build_llama.flavour() == "asan":
+    build_asan()
+    raise SystemExit(0)
 
 ffibuilder = make_builder()
 
 if __name__ == "__main__":
     # Build in place for development: python build_ffi.py
-    import os
-
     os.chdir(ROOT)
     make_builder(absolute_sources=True).compile(tmpdir=str(ROOT / "build" / "cffi"), verbose=True)
     built = sorted((ROOT / "build" / "cffi").rglob("_native*.so"))

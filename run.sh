@@ -5,6 +5,8 @@
 #   ./run.sh serve   set everything up, then serve the bundled model over HTTP (OpenAI + Anthropic) on 127.0.0.1:8080
 #   ./run.sh bench   set everything up, then run the benchmarks (JSON + PNG in bench/out/)
 #   ./run.sh setup   only set up (.venv, llama.cpp fetch + build, native extension, model)
+#   ./run.sh test-asan  set up, build the AddressSanitizer + UBSan flavour (build/llama-asan, build/asan),
+#                    run the native and real-model tests under it; any sanitizer report fails the run
 # Every step is idempotent and cached: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -63,6 +65,42 @@ need_browser() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 }
 
+# The native and real-model tests: what the sanitizer flavour runs.
+ASAN_TESTS=(tests/native tests/actors/test_model_actor_real.py tests/actors/test_features_real.py
+            tests/cache/test_cache_warmth_real.py)
+
+test_asan() {
+    local so=$ROOT/build/asan/native/_native.so reports=$ROOT/build/asan/reports
+    log "AddressSanitizer + UBSan flavour of llama.cpp and the shim (cached in build/llama-asan; first build takes minutes)"
+    LLAMA_ACTORS_SANITIZE=1 LLAMA_ACTORS_QUIET=1 "$VENV/bin/python" build_ffi.py >/dev/null
+    nm -D "$so" | grep __asan_init >/dev/null || { echo "error: $so is not an ASan build" >&2; exit 1; }
+    rm -rf "$reports"; mkdir -p "$reports"
+    local libasan
+    libasan=$(gcc -print-file-name=libasan.so)
+    # CPython is not built with ASan, so the runtime must be preloaded into every Python process
+    # (pytest, each serve process, every actor forked from it). Leak detection is off: CPython
+    # keeps interned objects and arenas until exit by design, which LeakSanitizer would report.
+    # ASan leaves SIGSEGV/SIGABRT to the process (the crash-recovery tests fault on purpose);
+    # every real report goes to a file under build/asan/reports and fails the run below.
+    export LD_PRELOAD=$libasan
+    export ASAN_OPTIONS="detect_leaks=0:handle_segv=0:handle_sigbus=0:handle_abort=0:handle_sigfpe=0:handle_sigill=0:allow_user_segv_handler=1:log_path=$reports/asan"
+    export UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/ubsan"
+    export LLAMA_ACTORS_NATIVE_SO=$so
+    export PYTHONPATH=$ROOT/scripts/asan_site${PYTHONPATH:+:$PYTHONPATH}
+    "$VENV/bin/python" -c "import actors.model._native as n, sys; sys.exit(n.__file__ != '$so')" \
+        || { echo "error: the asan extension was not the one imported" >&2; exit 1; }
+    local rc=0
+    "$VENV/bin/python" -m pytest -p no:cacheprovider "${ASAN_TESTS[@]}" "$@" || rc=$?
+    unset LD_PRELOAD
+    if compgen -G "$reports/*" >/dev/null; then
+        echo "error: sanitizer reports (build/asan/reports):" >&2
+        head -n 60 "$reports"/* >&2
+        exit 1
+    fi
+    [ "$rc" -eq 0 ] || exit "$rc"
+    log "sanitizers: no report"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -76,8 +114,9 @@ case "$cmd" in
         log "tests"
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
+    test-asan) setup; test_asan "$@" ;;
     serve) setup; log "HTTP server on http://127.0.0.1:8080 (Ctrl-C stops it)"
         exec "$VENV/bin/python" -m actors serve --config examples/llama-actors.toml --http 127.0.0.1:8080 "$@" ;;
     bench) setup; "$VENV/bin/python" -m pip install -q "matplotlib>=3.8"; log "benchmarks"; exec "$VENV/bin/python" bench/run.py "$@" ;;
-    *) echo "usage: ./run.sh demo|test|serve|bench|setup [args]" >&2; exit 2 ;;
+    *) echo "usage: ./run.sh demo|test|test-asan|serve|bench|setup [args]" >&2; exit 2 ;;
 esac

@@ -11,6 +11,12 @@ Extra CMake arguments (GPU backends, e.g. "-DGGML_CUDA=ON") come from the
 LLAMA_ACTORS_CMAKE_ARGS environment variable. The build directory defaults to
 build/llama (override: LLAMA_ACTORS_BUILD_DIR); a rebuild only recompiles what
 changed.
+
+Flavours: LLAMA_ACTORS_SANITIZE=1 selects the "asan" flavour, llama.cpp and ggml
+compiled with AddressSanitizer + UndefinedBehaviorSanitizer (-O1 -g, frame
+pointers kept) into build/llama-asan, so a sanitizer build never overwrites the
+release archives the normal extension links. It exists for the native safety net
+(./run.sh test-asan), not for serving: it runs several times slower.
 """
 
 from __future__ import annotations
@@ -44,8 +50,37 @@ X86_FEATURES: dict[str, tuple[str, ...]] = {
 NEVER = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
 
 
-def build_dir() -> Path:
+SANITIZE_ENV = "LLAMA_ACTORS_SANITIZE"
+
+
+FLAVOURS = ("release", "asan")
+
+
+def flavour(explicit: str | None = None) -> str:
+    """``explicit`` when given, else "asan" when LLAMA_ACTORS_SANITIZE asks for the sanitizer build,
+    else "release"."""
+    if explicit is not None:
+        if explicit not in FLAVOURS:
+            raise SystemExit(f"[build] unknown flavour {explicit!r} (known: {', '.join(FLAVOURS)})")
+        return explicit
+    value = os.environ.get(SANITIZE_ENV, "").strip().lower()
+    return "asan" if value not in ("", "0", "no", "off", "false") else "release"
+
+
+def build_dir(flavour_name: str | None = None) -> Path:
+    if flavour(flavour_name) == "asan":
+        return ROOT / "build" / "llama-asan"  # never LLAMA_ACTORS_BUILD_DIR: that one is the release tree
     return Path(os.environ.get("LLAMA_ACTORS_BUILD_DIR", ROOT / "build" / "llama"))
+
+
+def sanitize_args() -> list[str]:
+    """CMake arguments of the asan flavour: llama.cpp's and ggml's own sanitizer switches
+    (they add -fsanitize to compile and link), with debug info so a report names lines."""
+    args = ["-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g -DNDEBUG",
+            "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g -DNDEBUG"]
+    for prefix in ("LLAMA", "GGML"):
+        args += [f"-D{prefix}_SANITIZE_ADDRESS=ON", f"-D{prefix}_SANITIZE_UNDEFINED=ON"]
+    return args
 
 
 def cpu_flags() -> set[str]:
@@ -73,7 +108,7 @@ def feature_options(flags: set[str], ceiling: str | None = None) -> dict[str, bo
     return opts
 
 
-def cmake_args(ceiling: str | None = None) -> list[str]:
+def cmake_args(ceiling: str | None = None, flavour_name: str | None = None) -> list[str]:
     args = [
         "-DCMAKE_BUILD_TYPE=Release",
         "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
@@ -100,6 +135,8 @@ def cmake_args(ceiling: str | None = None) -> list[str]:
     if platform.machine() in ("x86_64", "AMD64"):
         for name, on in feature_options(cpu_flags(), ceiling).items():
             args.append(f"-D{name}={'ON' if on else 'OFF'}")
+    if flavour(flavour_name) == "asan":
+        args = [a for a in args if not a.startswith("-DCMAKE_BUILD_TYPE=")] + sanitize_args()
     args += shlex.split(os.environ.get("LLAMA_ACTORS_CMAKE_ARGS", ""))
     return args
 
@@ -110,8 +147,8 @@ def _tool_output() -> Any:
     return subprocess.DEVNULL if os.environ.get("LLAMA_ACTORS_QUIET") else sys.stderr
 
 
-def configure(bdir: Path, ceiling: str | None = None) -> None:
-    args = cmake_args(ceiling)
+def configure(bdir: Path, ceiling: str | None = None, flavour_name: str | None = None) -> None:
+    args = cmake_args(ceiling, flavour_name)
     stamp = bdir / "llama-actors-cmake-args.json"
     if (bdir / "CMakeCache.txt").exists() and stamp.exists() and json.loads(stamp.read_text()) == args:
         return
@@ -123,15 +160,18 @@ def configure(bdir: Path, ceiling: str | None = None) -> None:
     stamp.write_text(json.dumps(args))
 
 
-def build(targets: list[str], bdir: Path | None = None, ceiling: str | None = None) -> Path:
-    bdir = bdir or build_dir()
+def build(targets: list[str], bdir: Path | None = None, ceiling: str | None = None,
+          flavour_name: str | None = None) -> Path:
+    """Build ``targets`` of the ``flavour_name`` flavour (None: from LLAMA_ACTORS_SANITIZE)."""
+    bdir = bdir or build_dir(flavour_name)
     if not (VENDOR / "CMakeLists.txt").exists():
         raise SystemExit("[build] vendor/llama.cpp is missing: run scripts/fetch_llama.py first")
-    configure(bdir, ceiling)
+    configure(bdir, ceiling, flavour_name)
     jobs = str(os.cpu_count() or 2)
     print(f"[build] cmake --build {bdir} --target {' '.join(targets)} -j{jobs} (first build takes minutes)",
           file=sys.stderr, flush=True)
-    subprocess.run(["cmake", "--build", str(bdir), "--config", "Release", "-j", jobs, "--target", *targets],
+    config = "RelWithDebInfo" if flavour(flavour_name) == "asan" else "Release"
+    subprocess.run(["cmake", "--build", str(bdir), "--config", config, "-j", jobs, "--target", *targets],
                    check=True, stdout=sys.stderr)
     return bdir
 
