@@ -327,6 +327,14 @@ def install(port: int, key: Secret, count_drops: bool = False) -> None:
         tcp.TCPTransport.serializer = serializer  # type: ignore[method-assign]
 
 
+def forget(port: int) -> None:
+    """Drop the key of a system that has stopped, so received frames are not tried against it."""
+    with _state.lock:
+        key = _state.keys.pop(int(port), None)
+        if key is not None and key not in _state.keys.values():
+            _KEYED.pop(key, None)
+
+
 def installed() -> bool:
     """Whether this process's thespian TCP transport signs and checks (for tests and status)."""
     from thespian.system.transport import TCPTransport as tcp

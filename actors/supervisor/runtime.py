@@ -460,6 +460,7 @@ def stop(port: int, serve: subprocess.Popen[bytes] | None = None, admin_pid: int
             from actors import transport_auth
 
             transport_auth.remove_files(port)
+            transport_auth.forget(port)
         leftovers = _wait_gone(sid, timeout=10.0)
         if leftovers:
             for pid in leftovers:
