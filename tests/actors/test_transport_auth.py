@@ -80,8 +80,8 @@ def test_raw_pickles_to_admin_and_model_ports_run_nothing(tmp_path: Path) -> Non
                 assert b"ACK+DATAERR" in reply  # thespian's refusal, and the connection closed
             assert not marker.exists(), f"a pickle sent to the {name} port was unpickled"
         assert wait_until(lambda: runtime.transport_rejections(s.port) >= before + 4, 10)
-        # The model process's other thespian endpoints (its outbox's) read only while it sends:
-        # leave a pickle on each, then make it send.
+        # The model process's other thespian endpoints (its outbox's) read only while the outbox
+        # sends through thespian, through the same check: a pickle left on each must not run either.
         others = [port for _pid, _addr, port in runtime.listening_sockets([s.status("m")["pid"]])
                   if port != model_port]
         marker = tmp_path / "pwned-outbox"
