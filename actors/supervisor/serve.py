@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from actors.supervisor import runtime
+from actors.supervisor.root_watch import EXIT_ROOT_FAILED, RootWatch, Verdict
 
 
 def serve(port: int, cache_config: Any = None, multi_host: bool = False, ready_fd: int | None = None,
@@ -96,12 +97,15 @@ def _serve_secured(port: int, cache_config: Any, tree: bool, tree_options: dict[
     ready: dict[str, Any] = {"port": port, "admin_pid": admin_pid, "pid": os.getpid()}
     if tree:
         assert config is not None
+        watch: RootWatch | None = None
         try:
             root = runtime.find_root(asys)
-            started = runtime.ask(asys, root, sm.TreeStart(req_id="start", cache_config=config, admin_port=port,
-                                                           obs_path=obs_path(port), **tree_options), 60.0)
+            start_msg = sm.TreeStart(req_id="start", cache_config=config, admin_port=port, obs_path=obs_path(port),
+                                     **tree_options)
+            started = runtime.ask(asys, root, start_msg, 60.0)
             if isinstance(started, sm.TreeFailed):
                 raise runtime.RuntimeStartError(started.detail)
+            watch = RootWatch(asys, start_msg, started.info)  # nothing else restarts a dead root
         except Exception as e:
             report(f"ERROR {e!r}")
             with contextlib.suppress(Exception):
@@ -114,9 +118,13 @@ def _serve_secured(port: int, cache_config: Any, tree: bool, tree_options: dict[
     stop_evt = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop_evt.set())
+    status = 0
     while not stop_evt.wait(0.5):
         if admin_pid is not None and not psutil.pid_exists(admin_pid):
             return 0  # stopped from elsewhere
+        if watch is not None and watch.tick() is Verdict.GIVE_UP:
+            status = EXIT_ROOT_FAILED  # stop everything; a process manager starts the system again
+            break
     if admin_pid is not None and not psutil.pid_exists(admin_pid):
         return 0  # a client already shut it down and then signalled us
     if tree:
@@ -126,7 +134,7 @@ def _serve_secured(port: int, cache_config: Any, tree: bool, tree_options: dict[
         asys.shutdown()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(obs_path(port))
-    return 0
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

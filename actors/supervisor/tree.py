@@ -41,6 +41,12 @@ from actors.supervisor.spec import ChildSpec, Restart, Strategy
 from actors.supervisor.supervisor import Supervisor
 
 
+def tree_file(start: sm.TreeStart | None, suffix: str) -> str | None:
+    """A file of this tree in its run directory (``specs``: the model specs; ``stopped``: a deliberate stop)."""
+    run_dir = getattr(getattr(start, "cache_config", None), "run_dir", None)
+    return os.path.join(run_dir, f"tree-{start.admin_port}.{suffix}") if start is not None and run_dir else None
+
+
 class CacheSupervisor(Supervisor):
     strategy = Strategy.ONE_FOR_ALL
     max_restarts = 3
@@ -92,9 +98,14 @@ class RootSupervisor(Supervisor):
         self.model_specs: tuple[sm.ModelSpec, ...] = ()
 
     def _specs_path(self) -> str | None:
-        s = self.start_msg
-        run_dir = getattr(getattr(s, "cache_config", None), "run_dir", None)
-        return os.path.join(run_dir, f"tree-{s.admin_port}.specs") if s is not None and run_dir else None
+        return tree_file(self.start_msg, "specs")
+
+    def on_exit_request(self) -> None:
+        """Thespian is stopping the root on purpose: the daemon's root watch must not restart it."""
+        path = tree_file(self.start_msg, "stopped")
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
     def _persist_specs(self) -> None:
         """Write the model specs where a restarted root finds them (private: configs name model files)."""
@@ -134,6 +145,8 @@ class RootSupervisor(Supervisor):
                           else sm.TreeFailed(msg.req_id, f"tree is {self.state}"))
                 return
             self.start_msg, self.starter, self.state = msg, (sender, msg.req_id), "starting"
+            with contextlib.suppress(OSError, TypeError):
+                os.unlink(tree_file(msg, "stopped"))  # type: ignore[arg-type]
             self.model_specs = self._restore_specs() if msg.restore else ()
             self._persist_specs()
             self.add_child(ChildSpec("cache", CacheSupervisor))
@@ -213,4 +226,4 @@ class RootSupervisor(Supervisor):
         self.state = "failed"
 
 
-__all__ = ["CacheSupervisor", "Restart", "RootSupervisor"]
+__all__ = ["CacheSupervisor", "Restart", "RootSupervisor", "tree_file"]
