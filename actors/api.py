@@ -204,8 +204,7 @@ class System:
             self._tree: sm.TreeInfo = info
             self._tree_lock = threading.Lock()
             self._guard = RouteGuard()
-            if not multi_host:  # pids are this host's: a remote tree's supervisor is not watched
-                self._guard.watch(info.models, info.pids.get("models"))
+            self._watch_tree(info)
         except BaseException:
             if self._started is not None:
                 runtime.stop(port, self._started.serve, self._started.admin_pid, graceful=False)
@@ -219,19 +218,27 @@ class System:
 
     @property
     def tree(self) -> sm.TreeInfo:
-        """The tree's addresses, current: after the model supervisor (or the root) was restarted, the new ones.
+        """The tree's addresses, current: after the model supervisor, the cache meta or the root was restarted,
+        the new ones.
 
-        Model requests go to ``tree.models``; a handle that cached a dead supervisor's address would wait
-        forever, so a dead one (its pid is watched) makes this ask the root again."""
-        if not self._guard.alive(self._tree.models):
+        Model requests go to ``tree.models``; a handle that cached a dead process's address would wait
+        forever, so a dead one (its pid is watched, on this host) makes this ask the root again."""
+        if not self._tree_alive(self._tree):
             self._refresh_tree()
         return self._tree
 
+    def _watch_tree(self, info: sm.TreeInfo) -> None:
+        if not self._multi_host:  # pids are this host's: a remote tree's processes are not watched
+            self._guard.watch(info.models, info.pids.get("models"))
+            self._guard.watch(info.meta, info.pids.get("meta"))
+
+    def _tree_alive(self, info: sm.TreeInfo) -> bool:
+        return self._guard.alive(info.models) and self._guard.alive(info.meta)
+
     def _refresh_tree(self, timeout: float = 30.0) -> None:
-        """Wait until the root reports a running tree whose model supervisor is alive, and use it."""
+        """Wait until the root reports a running tree whose model supervisor and meta are alive, and use it."""
         with self._tree_lock:
-            old = self._tree
-            if self._guard.alive(old.models):
+            if self._tree_alive(self._tree):
                 return
             deadline = time.monotonic() + timeout
             last: Any = None
@@ -240,13 +247,13 @@ class System:
                     root = runtime.find_root(self.asys)  # a restarted root has a new address, the same name
                     last = runtime.ask(self.asys, root, sm.TreeInfoReq(_new_id()), 2.0)
                     if (isinstance(last, sm.TreeInfo) and last.state == "running" and last.models is not None
-                            and last.models != old.models):
-                        self._guard.watch(last.models, last.pids.get("models") if not self._multi_host else None)
-                        if self._guard.alive(last.models):
+                            and last.meta is not None):
+                        self._watch_tree(last)
+                        if self._tree_alive(last):
                             self._tree = last
                             return
                 if time.monotonic() > deadline:
-                    raise ModelError("tree_unavailable", f"the model supervisor died and no new one came up "
+                    raise ModelError("tree_unavailable", f"a process of the tree died and no new one came up "
                                                          f"within {timeout}s: {last!r}")
                 time.sleep(0.05)
 

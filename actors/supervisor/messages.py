@@ -86,6 +86,7 @@ class CacheReady:
 
     meta: Any
     rows: int = 0
+    meta_pid: int | None = None  # for TreeInfo.pids: clients watch it to refresh a stale meta address
 
 
 @dataclass(frozen=True)

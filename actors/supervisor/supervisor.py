@@ -18,9 +18,10 @@ other child failure.
 Orphans: thespian does not stop the children of an actor process that
 dies abruptly (SIGKILL, segfault); they keep running, reparented to init.
 OTP semantics say they die with their parent, so a supervisor keeps a
-snapshot of its descendant processes (pid + start time) and, when a
-child exits, kills every former descendant that is no longer under it
-before restarting anything.
+snapshot of its descendant processes (pid + start time) and, after
+every message (the pid watch makes that at least every
+``WATCH_INTERVAL_S``) and before restarting anything, kills every former
+descendant that is no longer under it.
 """
 
 from __future__ import annotations
@@ -115,16 +116,23 @@ class Supervisor(Actor):
     # ------------------------------------------------------------------ orphans
 
     def snapshot_descendants(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            self._known = {p.pid: p.create_time() for p in psutil.Process().children(recursive=True)}
+        self.reap_orphans()
 
     def reap_orphans(self) -> list[int]:
-        """Kill former descendants that a dead child left behind (matched by pid and start time)."""
-        killed = []
+        """Kill former descendants that left the tree (a dead child's orphans), then remember the current ones.
+
+        Runs after every message: a process that is no longer under this supervisor but still runs (same
+        pid and start time) was orphaned by a child that died; remembering only the current tree would
+        forget it at the next message, so it is killed on the first look that misses it."""
         try:
-            current = {p.pid for p in psutil.Process().children(recursive=True)}
+            procs = psutil.Process().children(recursive=True)
         except psutil.Error:
-            return killed
+            return []
+        current: dict[int, float] = {}
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                current[p.pid] = p.create_time()
+        killed = []
         for pid, started in self._known.items():
             if pid in current:
                 continue
@@ -133,6 +141,7 @@ class Supervisor(Actor):
                 if proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE:
                     proc.kill()
                     killed.append(pid)
+        self._known = current
         return killed
 
     # ------------------------------------------------------------------ hooks

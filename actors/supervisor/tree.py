@@ -66,10 +66,10 @@ class CacheSupervisor(Supervisor):
             if self.pressure and "pressure" not in self.specs:
                 self.add_child(ChildSpec("pressure", PressureActor))
             elif not self.pressure:
-                self.send(self.parent, sm.CacheReady(self.children.get("meta"), msg.rows))
+                self.send(self.parent, sm.CacheReady(self.children.get("meta"), msg.rows, self.watch.pid("meta")))
         elif isinstance(msg, cm.PressureReport):
             if msg.req_id == "pressure-start":
-                self.send(self.parent, sm.CacheReady(self.children.get("meta")))
+                self.send(self.parent, sm.CacheReady(self.children.get("meta"), meta_pid=self.watch.pid("meta")))
         elif isinstance(msg, cm.ErrorReply):
             self.send(self.parent, sm.TreeFailed("cache", f"cache start failed: {msg}"))
 
@@ -96,6 +96,7 @@ class RootSupervisor(Supervisor):
         self.stop_waiters: list[tuple[Any, str]] = []
         self.models_unloaded = 0
         self.model_specs: tuple[sm.ModelSpec, ...] = ()
+        self.meta_pid: int | None = None
 
     def _specs_path(self) -> str | None:
         return tree_file(self.start_msg, "specs")
@@ -136,7 +137,8 @@ class RootSupervisor(Supervisor):
                            self.meta, self.children.get("models"), s.admin_port if s else 0,
                            s.obs_path if s else None, s.cache_config if s else None, self.state,
                            {"root": self.restart_count},
-                           {"root": os.getpid(), **{str(k): v for k, v in self.watch.pids().items()}})
+                           {"root": os.getpid(), **{str(k): v for k, v in self.watch.pids().items()},
+                            **({"meta": self.meta_pid} if self.meta_pid else {})})
 
     def handle(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, sm.TreeStart):
@@ -155,7 +157,7 @@ class RootSupervisor(Supervisor):
                 self.model_specs = msg.specs
                 self._persist_specs()
         elif isinstance(msg, sm.CacheReady):
-            self.meta = msg.meta
+            self.meta, self.meta_pid = msg.meta, msg.meta_pid
             if "models" not in self.specs:
                 self.add_child(ChildSpec("models", ModelSupervisor))
             elif "models" in self.children:
