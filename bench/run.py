@@ -612,7 +612,7 @@ def write_readme(block: str) -> None:
 
 
 SECTIONS = ("native", "cache", "ttft", "peers", "actor", "cost", "actor_modes", "agents", "chat", "determinism",
-            "server", "http_overhead", "http")
+            "server", "http_overhead", "http", "kill_matrix")
 
 
 def main() -> None:
@@ -686,6 +686,8 @@ def main() -> None:
             lambda: run_script("http_bench.py", ["--quick"] if args.smoke else []))
     section("http", "HTTP through the openai client: ours vs llama-server vs llama-cpp-python's server",
             lambda: run_script("http_compare.py", smoke + (["--no-llama-cpp-python"] if args.no_peers else [])))
+    section("kill_matrix", "actor tree: SIGKILL each process during a stream (caller error, serving again, rows lost)",
+            lambda: run_script("kill_matrix.py", smoke))
     report["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.only:
         report["total_s"] = round(time.perf_counter() - t_start, 1)

@@ -128,6 +128,7 @@ class Caller:
 
 
 def kill_all(pids: list[int]) -> float:
+    assert all(isinstance(p, int) and p > 1 for p in pids), pids  # pid 0 would be our own process group
     t = time.monotonic()
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
