@@ -5,9 +5,11 @@ supervisor, the meta, each cache writer, the root; and three models plus
 both writers in the same instant), ``--rounds`` times, on one running tree:
 
 * ``caller_error_s``: from the kill to the end of the stream in flight on
-  model ``a``, and how it ended (``outcome``: ``model_crashed``, or ``done``
-  when the dead process was not on the stream's path: the cache side);
-  ``hang`` would mean the caller waited out its own timeout;
+  model ``a``, and how it ended (``outcome``: ``model_crashed``, or
+  ``unaffected`` when the dead process was not on the stream's path: the
+  cache side);
+  ``hang`` would mean the caller waited out its own timeout; ``unaffected``: the
+  stream was still running when the tree served again (then it is cancelled);
 * ``serving_s``: from the kill until every model is listed ``ready`` in a
   process that was not killed and answers a request (load time included);
 * ``rows_lost``: rows saved and published before the kill (a disk tier)
@@ -89,28 +91,38 @@ def victims_of(name: str, pids: dict[str, int]) -> list[int]:
 class Stream:
     """A stream in flight on model ``a``: how it ended, and when."""
 
+    PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # the model counts on: no early end of generation
+
     def __init__(self, s: System, max_tokens: int) -> None:
         self.outcome = ""
         self.ended = 0.0
         self.first = threading.Event()
+        self.stream: Any = None
         self.thread = threading.Thread(target=self._run, args=(s, max_tokens), daemon=True)
         self.thread.start()
-        if not self.first.wait(60):
-            raise RuntimeError("the stream never produced a token")
+        if not self.first.wait(60) or self.outcome:
+            raise RuntimeError(f"the stream never ran: {self.outcome or 'no token within 60 s'}")
 
     def _run(self, s: System, max_tokens: int) -> None:
         try:
-            for _chunk in s.infer("a", "Tell me a long story about a lighthouse keeper.", max_tokens=max_tokens,
-                                  timeout=60):
+            self.stream = s.infer("a", self.PROMPT, max_tokens=max_tokens, timeout=60)
+            for _chunk in self.stream:
                 self.first.set()
-            self.outcome = "done"
+            self.outcome = self.outcome or "done"
         except ModelError as e:
-            self.outcome = e.reason
+            self.outcome = self.outcome or e.reason
         except TimeoutError:
-            self.outcome = "hang"
+            self.outcome = self.outcome or "hang"
         finally:
             self.ended = time.monotonic()
             self.first.set()
+
+    def finish(self) -> None:
+        """Still streaming once the tree serves again: the kill was not on its path; stop it there."""
+        if not self.outcome and self.stream is not None:
+            self.outcome = "unaffected"
+            self.stream.cancel()
+        self.thread.join(90)
 
 
 def serving(s: System, killed: set[int]) -> bool:
@@ -153,14 +165,15 @@ def one_kill(s: System, name: str, saved: list[str], max_tokens: int) -> dict[st
         os.kill(pid, signal.SIGKILL)
     back = wait_until(lambda: serving(s, replaced), SERVING_TIMEOUT_S)  # while the stream runs on
     t_serving = time.monotonic() - t_kill
-    stream.thread.join(90)
+    stream.finish()
     lost = len(saved) - exact_hits(s, saved) if back else len(saved)
-    return {"outcome": stream.outcome or "hang", "caller_error_s": round(stream.ended - t_kill, 3),
+    return {"outcome": stream.outcome or "hang",
+            "caller_error_s": round(stream.ended - t_kill, 3) if stream.outcome != "unaffected" else None,
             "serving_s": round(t_serving, 3) if back else None, "rows_lost": lost}
 
 
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    errs = [r["caller_error_s"] for r in rounds if r["outcome"] not in ("done", "hang")]
+    errs = [r["caller_error_s"] for r in rounds if r["outcome"] not in ("done", "unaffected", "hang")]
     serving_s = [r["serving_s"] for r in rounds if r["serving_s"] is not None]
     return {"outcomes": sorted({r["outcome"] for r in rounds}),
             "caller_error_s": round(statistics.median(errs), 3) if errs else None,
@@ -187,7 +200,7 @@ def run(stub: bool, rounds: int, n_rows: int) -> dict[str, Any]:
         for p in saved:
             s.prefill_only("a", p)
         published(s)
-        max_tokens = 150 if stub else 120
+        max_tokens = 2000
         ever: set[int] = set()
         for name in VICTIMS:
             rows = []

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import signal
 import sys
 import time
 import uuid
@@ -47,7 +46,7 @@ import psutil
 
 from actors.supervisor import messages as sm
 from actors.supervisor.spec import RestartIntensity
-from actors.supervisor.watch import ProcId, probe
+from actors.supervisor.watch import ProcId, kill_all, probe
 
 EXIT_ROOT_FAILED = 3  # the daemon's exit status when it gave up restarting the root
 ROOT_MAX_RESTARTS = 3
@@ -80,15 +79,8 @@ def _descendants(pid: int) -> set[ProcId]:
 
 
 def kill_orphans(known: set[ProcId]) -> list[int]:
-    """SIGKILL each process of ``known`` still running as the same process (pid and start time)."""
-    alive = probe(p.pid for p in known)
-    killed = []
-    for proc in known:
-        if alive.get(proc.pid) == proc.started:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-                killed.append(proc.pid)
-    return killed
+    """Kill the dead root's former descendants, and anything they started since (``watch.kill_all``)."""
+    return kill_all(known)
 
 
 class RootWatch:

@@ -43,7 +43,7 @@ from thespian.actors import (
 
 from actors.supervisor import messages as sm
 from actors.supervisor.spec import ChildSpec, Restart, RestartIntensity, Strategy, plan_restart
-from actors.supervisor.watch import WATCH_INTERVAL_S, WATCH_PAYLOAD, PidWatch
+from actors.supervisor.watch import WATCH_INTERVAL_S, WATCH_PAYLOAD, PidWatch, ProcId, kill_all
 
 
 class Supervisor(Actor):
@@ -132,17 +132,9 @@ class Supervisor(Actor):
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 current[p.pid] = p.create_time()
-        killed = []
-        for pid, started in self._known.items():
-            if pid in current:
-                continue
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                if proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE:
-                    proc.kill()
-                    killed.append(pid)
+        gone = [ProcId(pid, started) for pid, started in self._known.items() if pid not in current]
         self._known = current
-        return killed
+        return kill_all(gone) if gone else []
 
     # ------------------------------------------------------------------ hooks
 

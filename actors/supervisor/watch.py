@@ -32,6 +32,8 @@ The decisions are pure functions (:func:`new_child`, :func:`gone`);
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +99,36 @@ def direct_children() -> set[ProcId]:
     return out
 
 
+def kill_all(procs: Iterable[ProcId]) -> list[int]:
+    """SIGKILL each of ``procs`` still running as the same process, and everything they started.
+
+    Orphans include supervisors (a dead root leaves the model supervisor, which may restart a model
+    the moment that model is killed): each is first stopped (SIGSTOP), so none can start another
+    process while the others die, and the children of every stopped one join the set, until no
+    new process appears; then all of them are killed.
+    """
+    alive = probe(p.pid for p in procs)
+    todo = [p.pid for p in procs if alive.get(p.pid) == p.started]
+    stopped: list[int] = []
+    seen: set[int] = set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            continue
+        stopped.append(pid)
+        with contextlib.suppress(psutil.Error):
+            todo.extend(c.pid for c in psutil.Process(pid).children(recursive=True))
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return stopped
+
+
 class PidWatch:
     """The watched children of one actor: key -> (address, process).
 
@@ -149,5 +181,5 @@ class PidWatch:
         return len(self._procs)
 
 
-__all__ = ["WATCH_INTERVAL_S", "WATCH_PAYLOAD", "PidWatch", "ProcId", "direct_children", "gone", "new_child",
-           "probe"]
+__all__ = ["WATCH_INTERVAL_S", "WATCH_PAYLOAD", "PidWatch", "ProcId", "direct_children", "gone", "kill_all",
+           "new_child", "probe"]
