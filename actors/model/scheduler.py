@@ -10,9 +10,14 @@ counts, so the rules are property-tested without a model:
 * every sequence that is generating gets its decode row (decode rows
   go first: one token each, so a long prompt never stalls the streams
   already running);
-* prefill slices are at most ``chunk`` tokens and never cross the
-  sequence's next stop point (the cold-save boundary, then the end of
-  the prompt), oldest admission first;
+* prefill slices never cross the sequence's next stop point (the
+  cold-save boundary, then the end of the prompt), oldest admission
+  first; while any sequence is generating they are at most ``chunk``
+  tokens (the generating streams wait for the whole step, so the chunk
+  bounds their inter-token gap); with no stream to protect a slice may
+  fill the batch, because a prompt evaluated in 512-token steps is
+  faster than the same prompt in 128-token steps (fewer, fuller
+  matrix products; llama-server feeds whole batches too);
 * when any sequence has work, the plan is not empty (progress).
 """
 
@@ -80,9 +85,10 @@ def plan_batch(work: Iterable[SeqWork], n_batch: int, chunk: int) -> list[Planne
         if w.decode and budget > 0:
             rows.append(PlannedRow(w.seq, "decode", 1))
             budget -= 1
+    limit = chunk if rows else n_batch
     for w in items:
         if w.prefill > 0 and budget > 0:
-            n = min(w.prefill, chunk, budget)
+            n = min(w.prefill, limit, budget)
             rows.append(PlannedRow(w.seq, "prefill", n))
             budget -= n
     return rows

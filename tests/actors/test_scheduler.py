@@ -47,14 +47,15 @@ def test_plan_properties(case: tuple[list[SeqWork], int, int]) -> None:
     assert len({r.seq for r in rows}) == len(rows)
     # every decoding sequence served (n_batch >= number of sequences)
     decoders = {w.seq for w in work if w.decode}
+    limit = chunk if decoders else n_batch
     assert decoders == {r.seq for r in rows if r.kind == "decode"}
     for r in rows:
         w = by_seq[r.seq]
         if r.kind == "decode":
             assert r.n == 1 and w.decode
         else:
-            # slices respect the chunk and never cross the stop point
-            assert 1 <= r.n <= min(chunk, w.prefill)
+            # slices never cross the stop point, and respect the chunk while a stream is generating
+            assert 1 <= r.n <= min(limit, w.prefill)
     # progress: any work -> a non-empty plan
     if any(w.decode or w.prefill for w in work):
         assert rows
@@ -64,12 +65,19 @@ def test_plan_properties(case: tuple[list[SeqWork], int, int]) -> None:
     for i, w in enumerate(pre):
         if w.seq in served:
             for older in pre[:i]:
-                assert served.get(older.seq) == min(chunk, older.prefill)
+                assert served.get(older.seq) == min(limit, older.prefill)
 
 
 def test_plan_stops_exactly_at_boundary() -> None:
     rows = plan_batch([SeqWork(0, 0, prefill=5)], 512, 64)
     assert [(r.kind, r.n) for r in rows] == [("prefill", 5)]
+
+
+def test_plan_fills_the_batch_only_when_no_stream_waits() -> None:
+    alone = plan_batch([SeqWork(0, 0, prefill=900)], 512, 128)
+    assert [(r.kind, r.n) for r in alone] == [("prefill", 512)]
+    beside = plan_batch([SeqWork(0, 0, prefill=900), SeqWork(1, 1, decode=True)], 512, 128)
+    assert sorted((r.kind, r.n) for r in beside) == [("decode", 1), ("prefill", 128)]
 
 
 def test_plan_rejects_bad_input() -> None:
