@@ -188,7 +188,12 @@ class Admission:
                 req.last_saved = got.matched
             self._position(req, got.matched, got.logits)
             req.restore_s = time.perf_counter() - t0
-        if self.cache.on(req) and req.kind is not Kind.CONTINUE:
+            self.counters["restore_us"] += int(req.restore_s * 1e6)
+        if self.cache.on(req) and req.kind is not Kind.CONTINUE and req.read == 0:
+            # Only a miss gets a mid-prompt row: after any hit, the whole-prompt row saved after the
+            # first token serves every prompt that shares a prefix with it (a longer row is restored
+            # and truncated), so a second pack of the sequence would buy nothing and cost a split
+            # prefill.
             b = cold_save_length(self.cache.policy, len(target))
             if b > req.pos:
                 req.boundary = b

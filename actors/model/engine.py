@@ -52,7 +52,7 @@ from actors.model.validate import DEFAULT_DECODE_BUDGET_MS, AdmissionLimits, Req
 Emit = Callable[[Any, Any], None]
 AdapterSpecs = tuple[tuple[str, str, float], ...]
 COUNTERS = ("requests", "completed", "cancelled", "errors", "tokens_generated", "prefill_tokens", "steps", "saves",
-            "saves_dropped", "save_us", "context_resets")
+            "saves_dropped", "save_us", "step_us", "restore_us", "context_resets")
 
 
 @dataclass(frozen=True)
@@ -263,6 +263,7 @@ class Engine:
                 if is_greedy:
                     greedy.add(pr.seq)
                 brows.append(Decode(pr.seq, sampler))
+        t0 = time.perf_counter()
         try:
             results = self.backend.step(brows)
         except DecodeStopped as e:
@@ -273,6 +274,7 @@ class Engine:
                 self._fail(by_seq[pr.seq], e.reason, e.detail)
             return
         self.counters["steps"] += 1
+        self.counters["step_us"] += int((time.perf_counter() - t0) * 1e6)
         self.board.mark()
         for pr, res in zip(rows, results, strict=True):
             req = by_seq[pr.seq]

@@ -53,7 +53,9 @@ class ModelStatusView:
     ``last_cache_hit``: ``{"kind", "prefix_len"}`` of the latest admission.
     ``counters``: requests, completed, cancelled, errors, tokens_generated,
     prefill_tokens (tokens llama.cpp computed), steps, saves, saves_dropped,
-    save_us (time spent packing and storing rows), context_resets (decodes stopped by their
+    save_us (time spent packing and storing rows), step_us (time inside llama.cpp's decode steps: the
+    rest of a request's wall time is the runtime's own cost), restore_us (time finding and unpacking rows
+    into a sequence at admission), context_resets (decodes stopped by their
     budget or an abort, each followed by an in-place KV reset; ``last_reset`` says which requests
     failed and which sessions were dropped).
     """
