@@ -200,7 +200,7 @@ class LlamaBackend:
         return out
 
     def _apply_threads(self, n: int) -> None:
-        self.ctx.set_threads(min(n, self.share[0]), min(n, self.share[1]))
+        self.ctx.set_threads(min(n, self.share[0]), min(self.tuner.settled, self.share[1]))
 
     def sample(self, seq: int, sampler: Any) -> int | None:
         """Sample from the pending logits without a decode (the token is appended later by a prefill row)."""

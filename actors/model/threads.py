@@ -16,17 +16,25 @@ The tuner is fed every decode step's duration (per row count, since a step
 of four rows costs more than a step of one) and answers with a new thread
 count or None:
 
-* **collapse**: a window of steps whose median is ``slow_factor`` times the
-  best median seen at this count (and this row count) drops a thread at once;
-* **probe**: every ``probe_every_s`` (the first one interval after the first
-  step, so a short run on a quiet host pays nothing) it tries a neighbour
-  count (one more when it is below its share, else one fewer) for one
-  window and keeps it
-  only when that window is at least ``gain`` faster; a probe step that
-  collapses ends the probe at once.  A failed probe doubles the interval
-  (up to ``max_probe_every_s``), a kept one resets it, so a quiet host pays
-  one window of the slower count now and then, and a busy one rarely
-  pays for a collapsed step.
+* **collapse**: one step ``spike_factor`` times the best seen at this count
+  (and row count) drops a thread at once (a collapsed step lasts up to a
+  second: waiting for a window of them would cost seconds), and so does a
+  window of steps whose median is ``slow_factor`` times that best;
+* **probe down, once**: a count below the current one that was never
+  measured at this row count is tried for one window, one interval after
+  the first step (so a short run pays nothing, and a host busy from the
+  start is found out); on a quiet host the probe fails once and is never
+  repeated, because later windows at full share are only ever compared
+  with their own best;
+* **probe up**: below its share, every ``probe_every_s`` it tries one
+  thread more for one window and keeps it only when that window is at
+  least ``gain`` faster; a probe step that collapses ends the probe at
+  once.  A failed probe doubles the interval (up to
+  ``max_probe_every_s``), a kept one resets it.
+
+A probe changes the decode thread count only (``settled`` stays what
+prefill uses), so a prompt evaluated during a probe's window never runs
+at the probed count.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ class ThreadTuner:
     current: int = 0  # threads in use now (0: the share)
     window: int = 8
     slow_factor: float = 2.5
+    spike_factor: float = 5.0
     gain: float = 0.95
     probe_every_s: float = 2.0
     max_probe_every_s: float = 30.0
@@ -90,6 +99,11 @@ class ThreadTuner:
             self._end_window()
         if self._probe_from and self._probe_ref and seconds > self.slow_factor * self._probe_ref:
             return self._probe_failed(now)  # one collapsed step is enough to end a probe
+        best_here = self.best.get((self.current, rows))
+        if (not self._probe_from and best_here is not None and self.current > 1
+                and seconds > self.spike_factor * best_here):
+            self._next_probe = now + self._backoff  # one collapsed step: a core was taken
+            return self._set(self.current - 1)
         self._steps.append(seconds)
         if len(self._steps) < self.window:
             return None
@@ -100,20 +114,35 @@ class ThreadTuner:
         self.best[key] = med if best is None else min(best, med)
         self._end_window()
         if self._probe_from:
-            if med <= self.gain * self._probe_ref:  # the neighbour is faster: stay
+            if med <= self.gain * self._probe_ref:  # the neighbour is faster: stay (prefill follows)
                 self._probe_from = 0
                 self._backoff = self.probe_every_s
                 self._next_probe = now + self._backoff
-                return None
+                return self.current
             return self._probe_failed(now)
         if best is not None and self.current > 1 and med > self.slow_factor * best:
             self._next_probe = now + self._backoff  # contended: one thread fewer now, look again later
             return self._set(self.current - 1)
-        if now >= self._next_probe and self.share > 1:
-            target = self.current + 1 if self.current < self.share else self.current - 1
-            self._probe_from, self._probe_ref = self.current, med
-            return self._set(target)
+        if now >= self._next_probe:
+            target = self._probe_target(rows)
+            if target:
+                self._probe_from, self._probe_ref = self.current, med
+                return self._set(target)
         return None
+
+    def _probe_target(self, rows: int) -> int:
+        """The count to try next (0: none): one more below the share, else one fewer if never measured."""
+        if self.current < self.share:
+            return self.current + 1
+        lower = self.current - 1
+        if lower >= 1 and (lower, rows) not in self.best:
+            return lower
+        return 0
+
+    @property
+    def settled(self) -> int:
+        """The count outside a probe: what prefill steps use while a probe tries another for decode."""
+        return self._probe_from or self.current
 
     def _probe_failed(self, now: float) -> int:
         back = self._probe_from
