@@ -337,9 +337,12 @@ class System:
 
     # ------------------------------------------------------------------ generation
 
-    def complete(self, model: str, prompt: str | Sequence[int], timeout: float = DEFAULT_TIMEOUT,
+    def complete(self, model: str, prompt: str | Sequence[int] | mm.ChatPrompt, timeout: float = DEFAULT_TIMEOUT,
                  **options: Any) -> mm.Completion:
         """Generate and wait for the ``Completion``.
+
+        ``prompt``: text, token ids, or a ``ChatPrompt`` (messages the model renders through its own chat
+        template in the same request).
 
         ``timeout`` travels with the request (as its ``timeout_s``, unless a shorter one is given): a
         caller that gives up leaves no work behind, the model ends the request (``timeout``) at once.
@@ -347,7 +350,7 @@ class System:
         return self._call(mm.Complete(model, _new_id(), prompt=_prompt(prompt),
                                       options=_with_deadline(gen_options(options), timeout)), timeout)
 
-    def infer(self, model: str, prompt: str | Sequence[int], timeout: float = DEFAULT_TIMEOUT,
+    def infer(self, model: str, prompt: str | Sequence[int] | mm.ChatPrompt, timeout: float = DEFAULT_TIMEOUT,
               **options: Any) -> TokenStream:
         """Stream the reply; iterate for ``TokenChunk``s, then read ``.result``."""
         msg = mm.Infer(model, _new_id(), prompt=_prompt(prompt), options=gen_options(options))
@@ -360,7 +363,7 @@ class System:
         mb.send(self.tree.models, msg)
         return TokenStream(self, msg.model, msg.req_id, mb, timeout)
 
-    def prefill_only(self, model: str, prompt: str | Sequence[int], timeout: float = DEFAULT_TIMEOUT,
+    def prefill_only(self, model: str, prompt: str | Sequence[int] | mm.ChatPrompt, timeout: float = DEFAULT_TIMEOUT,
                      **options: Any) -> mm.Completion:
         return self._call(mm.PrefillOnly(model, _new_id(), prompt=_prompt(prompt),
                                          options=_with_deadline(gen_options(options), timeout)), timeout)
@@ -611,8 +614,8 @@ def _with_deadline(opts: mm.GenOptions, timeout: float) -> mm.GenOptions:
     return opts
 
 
-def _prompt(p: str | Sequence[int]) -> str | tuple[int, ...]:
-    if isinstance(p, str):
+def _prompt(p: str | Sequence[int] | mm.ChatPrompt) -> str | tuple[int, ...] | mm.ChatPrompt:
+    if isinstance(p, (str, mm.ChatPrompt)):
         return p
     if isinstance(p, (bytes, bytearray)):
         raise ModelError("bad_request", "prompt: a string or a list of token ids")
@@ -622,4 +625,6 @@ def _prompt(p: str | Sequence[int]) -> str | tuple[int, ...]:
         raise ModelError("bad_request", f"prompt: a string or a list of token ids, got {type(p).__name__}") from None
 
 
-__all__ = ["ModelError", "System", "TokenStream", "Verified", "gen_options"]
+ChatPrompt = mm.ChatPrompt
+
+__all__ = ["ChatPrompt", "ModelError", "System", "TokenStream", "Verified", "gen_options"]

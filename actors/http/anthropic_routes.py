@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -11,6 +12,7 @@ from starlette.routing import Route
 
 from actors.http import anthropic_wire as wire
 from actors.http import sse
+from actors.http.calls import prompt_count
 from actors.http.errors import ApiError
 from actors.http.respond import Generation, count, error_response, read_json, serve_generation, session_of, stream_error
 from actors.http.service import Gateway, Prepared
@@ -18,12 +20,14 @@ from actors.http.service import Gateway, Prepared
 ENDPOINT = "messages"
 
 
-async def _events(gw: Gateway, p: Prepared) -> AsyncIterator[bytes]:
-    enc = wire.MessageStream(p.call, p.rid, p.prompt_tokens)
+async def _events(p: Prepared, first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    enc = wire.MessageStream(p.call, p.rid, prompt_count(first, p.prompt_tokens))
     for name, obj in enc.start():
         yield sse.event(name, obj)
     try:
-        async with contextlib.aclosing(gw.generate(p, ENDPOINT)) as events:
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            for name, obj in enc.feed(first):
+                yield sse.event(name, obj)
             async for ev in events:
                 for name, obj in enc.feed(ev):
                     yield sse.event(name, obj)

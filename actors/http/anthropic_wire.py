@@ -139,6 +139,9 @@ def count_tokens_call(body: Any) -> tuple[str, ChatPrompt]:
 
 
 def usage(result: mm.Completion | None, prompt_tokens: int) -> dict[str, Any]:
+    """``prompt_tokens``: the model's own count when there is a result (it tokenized or rendered the prompt)."""
+    if result is not None:
+        prompt_tokens = int(result.stats.get("prompt_tokens") or prompt_tokens)
     read = result.cache_delta.read if result else 0
     created = min(result.cache_delta.created, prompt_tokens - read) if result else 0
     return {"input_tokens": prompt_tokens - read - created, "output_tokens": len(result.generated) if result else 0,

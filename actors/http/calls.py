@@ -23,19 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.http.errors import ApiError, bad_request
+from actors.model import messages as mm
+from actors.model.messages import ChatPrompt  # the model renders it through its template, in the request
 
 TOOL_CALL_START = "<tool_call>"
 TOOL_CALL_END = "</tool_call>"
 MAX_STOP = 32
-
-
-@dataclass(frozen=True)
-class ChatPrompt:
-    """A chat for ``ApplyChatTemplate``: messages of ``{role, content}`` with text content only."""
-
-    messages: tuple[dict[str, Any], ...]
-    system: str | None = None
-    tools: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +246,16 @@ def check_model_name(body: Mapping[str, Any]) -> str:
     return model
 
 
+def prompt_count(first: Any, fallback: int) -> int:
+    """A stream's prompt length from its first model event (the model tokenized or rendered it)."""
+    if isinstance(first, mm.TokenChunk) and first.prompt_tokens:
+        return first.prompt_tokens
+    if isinstance(first, mm.Completion):
+        return int(first.stats.get("prompt_tokens") or fallback)
+    return fallback
+
+
 __all__ = ["ApiError", "ChatPrompt", "GenCall", "ToolCall", "check_model_name", "extras", "forced_tool_grammar",
-           "get_bool", "get_float", "get_int", "get_str", "parse_tool_call", "pick_grammar", "render_tool_call",
+           "get_bool", "get_float", "get_int", "get_str", "parse_tool_call", "pick_grammar", "prompt_count",
+           "render_tool_call",
            "require_object", "sampler_options", "split_tool_calls", "stop_list", "text_blocks", "tool_specs"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -11,6 +12,7 @@ from starlette.routing import Route
 
 from actors.http import openai_wire as wire
 from actors.http import sse
+from actors.http.calls import prompt_count
 from actors.http.errors import ApiError
 from actors.http.respond import Generation, count, error_response, read_json, serve_generation, session_of, stream_error
 from actors.http.service import Gateway, Prepared
@@ -20,10 +22,12 @@ def _gw(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-async def _events(gw: Gateway, p: Prepared, endpoint: str, text_completion: bool) -> AsyncIterator[bytes]:
-    enc = wire.ChatStream(p.call, p.rid, p.prompt_tokens, text_completion=text_completion)
+async def _events(p: Prepared, first: Any, events: AsyncIterator[Any], text_completion: bool) -> AsyncIterator[bytes]:
+    enc = wire.ChatStream(p.call, p.rid, prompt_count(first, p.prompt_tokens), text_completion=text_completion)
     try:
-        async with contextlib.aclosing(gw.generate(p, endpoint)) as events:
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            for chunk in enc.feed(first):
+                yield sse.data(chunk)
             async for ev in events:
                 for chunk in enc.feed(ev):
                     yield sse.data(chunk)
@@ -34,11 +38,11 @@ async def _events(gw: Gateway, p: Prepared, endpoint: str, text_completion: bool
 
 CHAT = Generation("openai", "chat.completions",
                   lambda body, req: wire.chat_call(body, _gw(req).settings.default_max_tokens, session_of(req)),
-                  lambda gw, p: _events(gw, p, "chat.completions", text_completion=False), wire.chat_response)
+                  lambda p, first, events: _events(p, first, events, text_completion=False), wire.chat_response)
 COMPLETIONS = Generation("openai", "completions",
                          lambda body, req: wire.completion_call(body, _gw(req).settings.default_max_tokens,
                                                                 session_of(req)),
-                         lambda gw, p: _events(gw, p, "completions", text_completion=True),
+                         lambda p, first, events: _events(p, first, events, text_completion=True),
                          wire.completion_response)
 
 

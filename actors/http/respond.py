@@ -119,23 +119,36 @@ class Generation:
     api: str
     endpoint: str
     parse: Callable[[Any, Request], GenCall]
-    events: Callable[[Gateway, Prepared], AsyncIterator[bytes]]
+    events: Callable[[Prepared, Any, AsyncIterator[Any]], AsyncIterator[bytes]]  # (prepared, first event, rest)
     reply: Callable[[GenCall, mm.Completion, int, str], dict[str, Any]]
 
 
 async def serve_generation(request: Request, g: Generation) -> Response:
     """The one path of every generation route: parse, check the model, take a place in its queue
-    (429 when full), render the prompt, then stream or answer once; errors in the API's shape."""
+    (429 when full), then stream or answer once; errors in the API's shape.
+
+    A stream's headers wait for the model's first event: a request the model refuses (context
+    overflow, a bad chat, a full queue) is answered with its 4xx status, not a 200 and an error event,
+    and the first bytes go out when they would anyway (the first token)."""
     gw: Gateway = request.app.state.gateway
     release = None
     try:
         call = g.parse(await read_json(request), request)
         gw.check_model(call.model)
         release = gw.acquire(call.model)
-        p = await gw.prepare(call)
+        p = gw.prepare(call)
         if call.stream:
+            events = gw.generate(p, g.endpoint)
+            try:
+                first = await unless_client_leaves(request, anext(events))
+            except StopAsyncIteration:
+                raise ApiError(500, "bad_reply", "the model ended the request without a result") from None
+            if first is None:
+                await events.aclose()  # type: ignore[attr-defined]
+                count(request, g.endpoint, 499)
+                return Response(status_code=499)
             count(request, g.endpoint, 200)
-            stream = EventStream(g.events(gw, p), release)
+            stream = EventStream(g.events(p, first, events), release)
             release = None  # the stream owns the place now, and gives it back however it ends
             return stream
         result = await unless_client_leaves(request, gw.complete(p, g.endpoint))

@@ -30,11 +30,11 @@ from actors.model import messages as mm
 
 @dataclass
 class Prepared:
-    """A call whose prompt is ready to send: token ids for a chat, the text or ids otherwise."""
+    """A call ready to send: the prompt goes as it came (a chat is rendered by the model itself)."""
 
     call: GenCall
-    prompt: str | tuple[int, ...]
-    prompt_tokens: int  # 0 when the model tokenizes a text prompt itself (then read from the result)
+    prompt: str | tuple[int, ...] | ChatPrompt
+    prompt_tokens: int  # 0 when the model tokenizes or renders the prompt (then read from its first event)
     rid: str
 
 
@@ -99,22 +99,18 @@ class Gateway:
 
     # ------------------------------------------------------------------ prompts
 
-    async def render(self, model: str, chat: ChatPrompt) -> tuple[int, ...]:
-        """The chat through the model's own template, as token ids (what the model will prefill)."""
-        msg = mm.ApplyChatTemplate(model, new_id(), messages=chat.messages, system=chat.system, tools=chat.tools,
-                                   add_assistant=True, tokenize=True)
-        return tuple((await self.bridge.call(msg, 60.0)).value)
-
-    async def prepare(self, call: GenCall) -> Prepared:
-        if isinstance(call.prompt, ChatPrompt):
-            tokens = await self.render(call.model, call.prompt)
-            return Prepared(call, tokens, len(tokens), new_id())
+    @staticmethod
+    def prepare(call: GenCall) -> Prepared:
+        """No round trip: a chat travels as the prompt and the model renders it where it prefills."""
         prompt = call.prompt
-        return Prepared(call, prompt, 0 if isinstance(prompt, str) else len(prompt), new_id())
+        return Prepared(call, prompt, len(prompt) if isinstance(prompt, tuple) else 0, new_id())
 
     async def count_tokens(self, model: str, chat: ChatPrompt) -> int:
+        """The chat's length through the model's own template (what a request with it would prefill)."""
         self.check_model(model)
-        return len(await self.render(model, chat))
+        msg = mm.ApplyChatTemplate(model, new_id(), messages=chat.messages, system=chat.system, tools=chat.tools,
+                                   add_assistant=True, tokenize=True)
+        return len((await self.bridge.call(msg, 60.0)).value)
 
     # ------------------------------------------------------------------ generation
 

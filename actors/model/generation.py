@@ -124,7 +124,7 @@ class Generation:
         ts = time.time()
         for ev in shaped.events:
             if isinstance(ev, Delta):
-                self.emit(req.reply_to, mm.TokenChunk(req.req_id, ev.text, token_ids, ts, ev.kind))
+                self.emit(req.reply_to, mm.TokenChunk(req.req_id, ev.text, token_ids, ts, ev.kind, self._first(req)))
                 token_ids = ()
             elif isinstance(ev, SpanEnd):
                 if ev.kind == THINKING:
@@ -132,7 +132,16 @@ class Generation:
                 else:
                     self.emit(req.reply_to, mm.ToolCallEnd(req.req_id, ev.data, ev.complete))
         if token_ids:
-            self.emit(req.reply_to, mm.TokenChunk(req.req_id, "", token_ids, ts, req.shaper.span.value))
+            self.emit(req.reply_to, mm.TokenChunk(req.req_id, "", token_ids, ts, req.shaper.span.value,
+                                                  self._first(req)))
+
+    @staticmethod
+    def _first(req: Request) -> int:
+        """The prompt's length on the request's first chunk (a server's stream header needs it), else 0."""
+        if req.chunks_sent:
+            return 0
+        req.chunks_sent = True
+        return req.prompt_len
 
     def _force_thinking_end(self, req: Request) -> None:
         """Budget spent: end the block for the caller and append the end marker to the sequence,

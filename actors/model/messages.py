@@ -31,7 +31,24 @@ from actors.errors import ErrorReply
 
 __all__ = ["ErrorReply"]  # the one error reply (actors.errors), re-exported: every actor answers with it
 
-Prompt = str | tuple[int, ...] | list[int]
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A chat the model renders through its own template and tokenizes itself, as one request.
+
+    Why a prompt type and not a separate ``ApplyChatTemplate`` first: a server that renders and then
+    generates pays two round trips to the model per request; sent as the prompt, the render happens
+    where the tokens are needed.  The tokens are what ``ApplyChatTemplate(tokenize=True,
+    add_assistant=True)`` answers for the same fields.
+    """
+
+    messages: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()
+    system: str | None = None
+    tools: tuple[dict[str, Any], ...] | list[dict[str, Any]] | None = None
+
+
+Prompt = str | tuple[int, ...] | list[int] | ChatPrompt
 
 # --------------------------------------------------------------------------- options
 
@@ -365,6 +382,7 @@ class TokenChunk:
     token_ids: tuple[int, ...]
     ts: float = 0.0  # wall clock when the chunk's first token was sampled (delivery latency)
     kind: str = "text"
+    prompt_tokens: int = 0  # on a request's first chunk: its prompt's length in tokens (0 on the others)
 
 
 @dataclass(frozen=True)

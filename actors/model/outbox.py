@@ -64,7 +64,7 @@ def coalesce(items: list[Any]) -> list[Any]:
             if i is not None and out[i].kind == msg.kind:
                 prev = out[i]
                 out[i] = TokenChunk(msg.req_id, prev.text + msg.text, prev.token_ids + msg.token_ids, prev.ts,
-                                    prev.kind)
+                                    prev.kind, prev.prompt_tokens)
                 continue
             open_chunk[msg.req_id] = len(out)
             out.append(msg)

@@ -45,10 +45,21 @@ class Queries:
         return check_token_ids(tokens, self.backend.n_vocab)
 
     def prompt_tokens(self, prompt: Any, add_special: bool = True, parse_special: bool = True) -> list[int]:
-        """A text prompt tokenized, or a token list checked."""
+        """A text prompt tokenized, a chat rendered and tokenized, or a token list checked."""
         if isinstance(prompt, str):
             return self.backend.tokenize(check_text(prompt, "prompt"), add_special, parse_special)
+        if isinstance(prompt, mm.ChatPrompt):
+            return self.render(prompt.messages, prompt.system, prompt.tools, True)  # type: ignore[return-value]
         return self.token_ids(prompt)
+
+    def render(self, messages: Any, system: Any, tools: Any, tokenize: bool,
+               add_assistant: bool = True) -> str | list[int]:
+        """A chat through the model's template (the tokens include the template's special tokens)."""
+        check_texts_deep((messages, system, tools), "messages")
+        if not isinstance(messages, (list, tuple)) or not all(isinstance(m, dict) for m in messages):
+            raise RequestError("bad_request", "messages: expected a list of {role, content} objects")
+        text = self.backend.apply_chat_template(list(messages), system, tools, add_assistant)
+        return self.backend.tokenize(text, True, True) if tokenize else text
 
     # ------------------------------------------------------------------ answers
 
@@ -59,9 +70,7 @@ class Queries:
         return self.backend.tokenize(msg.text, msg.add_special, msg.parse_special)
 
     def _chat_template(self, msg: mm.ApplyChatTemplate) -> str | list[int]:
-        check_texts_deep((msg.messages, msg.system, msg.tools), "messages")
-        text = self.backend.apply_chat_template(list(msg.messages), msg.system, msg.tools, msg.add_assistant)
-        return self.backend.tokenize(text, True, True) if msg.tokenize else text
+        return self.render(msg.messages, msg.system, msg.tools, msg.tokenize, msg.add_assistant)
 
     def _need_embeddings(self) -> None:
         if not self.embeddings:

@@ -74,6 +74,7 @@ class Request:
     max_saved: int = 0
     last_saved: int = 0
     cancelled: bool = False
+    chunks_sent: bool = False  # a stream's first chunk carries the prompt's length
     phase: Phase = Phase.PENDING
     t_submit: float = field(default_factory=time.perf_counter)
     t_admit: float = 0.0

@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from actors.api import ChatPrompt
 from actors.http import sse
 from tests.http.conftest import Served
 
@@ -96,6 +97,16 @@ def test_greedy_reply_over_http_equals_python_api(client: openai.OpenAI, served:
     py = served.system.complete("smol", tokens, max_tokens=20)
     assert http.choices[0].message.content == py.reply
     assert http.usage.prompt_tokens == len(tokens)
+    # the same chat sent as a ChatPrompt is rendered by the model in the request: the same tokens
+    as_chat = served.system.complete("smol", ChatPrompt(msgs), max_tokens=20)
+    assert as_chat.context_tokens[: len(tokens)] == tuple(tokens) and as_chat.reply == py.reply
+
+
+def test_a_refused_stream_gets_its_status_not_an_event(served: Served) -> None:
+    body = {"model": "smol", "messages": chat("word " * 2500), "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", served.url + "/v1/chat/completions", json=body, timeout=60) as r:
+        r.read()
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
 
 
 def test_stop_sequence_ends_the_reply_before_it(client: openai.OpenAI) -> None:
