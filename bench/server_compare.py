@@ -19,8 +19,11 @@ Sections (one JSON object on stdout, progress on stderr):
 * ``chat_small_ram``: the same chat with a 32 MiB RAM prompt cache for both
   (llama-server ``--cache-ram 32``; ours a 32 MiB ram quota plus a disk tier);
 * ``decode``: 256 new tokens: llama-server, our ``complete`` and our
-  streaming ``infer`` as its client sees it; and short replies' per-token
-  decode (the chat's 16-token replies) against the long reply's;
+  streaming ``infer`` as its client sees it; and short replies (16 tokens,
+  the chat's length, cache on as users run it) decoded per token against
+  the long reply, on the same prompt for both engines (the chat's own
+  per-token figure mixes in its longer contexts, whose attention costs
+  more per token whoever decodes);
 * ``restart``: a graceful restart halfway through the chat (llama-server:
   a new process; ours: unload with saves, a new tree on the same disk
   directory): prompt tokens evaluated against the same run without one;
@@ -55,6 +58,7 @@ from actors.supervisor.cores import node_cores
 
 MODEL = "peer"
 N_CTX = 4096
+SHORT_REPLY = 16  # the chat's reply length
 Reply = dict[str, Any]  # tokens, evaluated, prefill_s, decode_s, generated
 
 
@@ -317,10 +321,23 @@ def engine_limit(chat_ours: dict[str, Any], rates: dict[str, float]) -> dict[str
 def section_decode(tok: Tokenizer, n: int, reps: int, threads: int, retry: bool) -> dict[str, Any]:
     prompt = tok.system(STORY, 64)
     rates: dict[str, list[float]] = {"llama_server": [], "ours_complete": [], "ours_streaming": []}
+    short: dict[str, list[float]] = {"llama_server": [], "ours": []}  # seconds per token of 16-token replies
     with contextlib.ExitStack() as stack:
         tmp, _ = stack.enter_context(tier_dirs())
         drv = warm_server(stack.enter_context(server(threads)), tok)
         system = stack.enter_context(ours(ram_cache(tmp), threads))
+
+        def short_replies(name: str, k: int = 6) -> float:
+            per: list[float] = []
+            for i in range(k):  # each reply on its own prompt: a cold prefill, then 16 tokens, then saves
+                p = [*prompt, *tok.message(f" Part {rep}-{i}.")]
+                if name == "llama_server":
+                    r = drv.complete(p, SHORT_REPLY)
+                    per.append(r["decode_s"] / max(1, r["generated"]))
+                else:
+                    st = system.complete(MODEL, p, max_tokens=SHORT_REPLY).stats
+                    per.append(st["decode_ms"] / 1e3 / max(1, st["completion_tokens"] - 1))
+            return statistics.median(per)
 
         def one(name: str) -> dict[str, Any]:
             if name == "llama_server":
@@ -343,10 +360,18 @@ def section_decode(tok: Tokenizer, n: int, reps: int, threads: int, retry: bool)
                 got = measured(lambda nm=name: one(nm), retry)
                 rates[name].append(got["tok_s"])
                 competition.append(got["competition"])
+            for name in ("llama_server", "ours") if rep % 2 == 0 else ("ours", "llama_server"):
+                got = measured(lambda nm=name: {"s": short_replies(nm)}, retry)
+                short[name].append(got["s"])
+                competition.append(got["competition"])
     out: dict[str, Any] = {k: spread(v, nd=1) for k, v in rates.items()}
     ref = out["llama_server"]["median"]
     out["complete_over_llama_server"] = round(out["ours_complete"]["median"] / ref, 3)
     out["streaming_over_llama_server"] = round(out["ours_streaming"]["median"] / ref, 3)
+    out["short_reply_s_per_token"] = {k: spread(v, nd=5) for k, v in short.items()}
+    for name, long_rate in (("llama_server", ref), ("ours", out["ours_complete"]["median"])):
+        out.setdefault("short_over_long_per_token", {})[name] = round(
+            out["short_reply_s_per_token"][name]["median"] * long_rate, 3)
     out["n_tokens"] = n
     out["contended_runs"] = sum(1 for c in competition if c["contended"])
     return out
@@ -488,10 +513,6 @@ def run(smoke: bool, reps: int, http_url: str | None, only: set[str] | None) -> 
         if want("decode"):
             log(f"[server] decode {n_decode} tokens")
             report["decode"] = section_decode(tok, n_decode, reps, threads, retry)
-            if "chat" in report:
-                short = report["chat"]["ours"]["decode_s_per_token"]["median"]
-                long_ = 1.0 / report["decode"]["ours_complete"]["median"]
-                report["decode"]["short_over_long_per_token"] = round(short / long_, 3)
         if want("restart"):
             log("[server] graceful restart halfway through the chat")
             report["restart"] = section_restart(tok, script, threads, retry)
