@@ -14,6 +14,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -40,6 +41,16 @@ QUESTIONS = ("Are you open on Sunday?", "Can I return a drill I bought last week
              "Do you rent floor sanders?", "What size fuse does a kettle need?", "Do you sell seeds?",
              "Is there parking behind the store?")
 
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, ``kill PID``) unwinds like Ctrl-C: the ``finally`` blocks that stop the
+    actor trees and peer servers a benchmark started run, instead of leaving them behind."""
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 def log(*a: Any) -> None:
     """Progress goes to stderr: stdout carries only the JSON report."""

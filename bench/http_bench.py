@@ -26,7 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_util import SYSTEM_TEXT, competing, log, running_system, spread  # puts the repository on sys.path
+from bench_util import (  # puts the repository on sys.path
+    SYSTEM_TEXT,
+    competing,
+    log,
+    running_system,
+    spread,
+    stop_cleanly_on_sigterm,
+)
 
 from actors.config import HttpSettings
 from actors.http.server import HttpServer
@@ -109,6 +116,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few rounds: checks the code, not a figure")
     ap.add_argument("--rounds", type=int, default=40)

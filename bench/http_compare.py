@@ -55,7 +55,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_util import CompetitionMonitor, competing, context_for, log, pct  # puts the repo on sys.path
+from bench_util import (  # puts the repo on sys.path
+    CompetitionMonitor,
+    competing,
+    context_for,
+    log,
+    pct,
+    stop_cleanly_on_sigterm,
+)
 from http_report import chat_summary, concurrent_summary, goals, plot, ratios, same_replies
 from http_servers import MODEL, llama_cpp_python, llama_cpp_python_env, llama_server, ours
 from workloads import ChatScript, chat_messages
@@ -338,6 +345,7 @@ def run(sizes: Sizes, smoke: bool, with_lcp: bool, only: set[str]) -> dict[str, 
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: proves the harness, figures not for quoting")
     ap.add_argument("--no-llama-cpp-python", action="store_true", help="skip llama-cpp-python (builds for minutes)")

@@ -48,7 +48,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench_util import CompetitionMonitor, competing, log, running_system, spread, tier_dirs
+from bench_util import (
+    CompetitionMonitor,
+    competing,
+    log,
+    running_system,
+    spread,
+    stop_cleanly_on_sigterm,
+    tier_dirs,
+)
 from llama_server_peer import JsonClient, LlamaServer, ServerOptions
 from workloads import STORY, ChatScript, after_reply, chat_messages, next_prompt
 
@@ -526,6 +534,7 @@ def run(smoke: bool, reps: int, http_url: str | None, only: set[str] | None) -> 
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: proves the harness, figures not for quoting")
     ap.add_argument("--reps", type=int, default=None)
