@@ -35,6 +35,8 @@ def test_real_model_comes_back_with_its_adapter_after_the_model_supervisor_dies(
         s.prefill_only("smol", prompt)
         meta = runtime.ask(s.asys, s.tree.root, sm.TreeInfoReq(), 10).meta
         assert isinstance(runtime.ask(s.asys, meta, cm.WaitIdle(), 30), cm.Idle)
+        # the publish notice reaches the model's own index a moment after the write (an inspection)
+        assert wait_until(lambda: s.list_cached_prefixes("smol", prompt)["kind"] == "exact")
         before = s.complete("smol", prompt, max_tokens=8)
         assert before.cache_hit_kind == "exact"
 
@@ -47,6 +49,7 @@ def test_real_model_comes_back_with_its_adapter_after_the_model_supervisor_dies(
 
         assert wait_until(lambda: serving(s, ("smol",), {pids["model:smol"]}), timeout=60)
         assert s.list_adapters("smol") == [adapter]  # the same adapter, same scale, same file hash
+        assert wait_until(lambda: s.list_cached_prefixes("smol", prompt)["kind"] == "exact", timeout=10)
         after = s.complete("smol", prompt, max_tokens=8)
         assert after.cache_hit_kind == "exact" and after.generated == before.generated
         assert not runtime.alive([pids["models"], pids["model:smol"]])
