@@ -33,7 +33,6 @@ sends two messages.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
 import sys
@@ -42,11 +41,9 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-import psutil
-
 from actors.supervisor import messages as sm
 from actors.supervisor.spec import RestartIntensity
-from actors.supervisor.watch import ProcId, kill_all, probe
+from actors.supervisor.watch import ProcId, children_of, kill_all, probe
 
 EXIT_ROOT_FAILED = 3  # the daemon's exit status when it gave up restarting the root
 ROOT_MAX_RESTARTS = 3
@@ -70,12 +67,7 @@ def decide(root_alive: bool, stopped_on_purpose: bool, within_intensity: bool) -
 
 
 def _descendants(pid: int) -> set[ProcId]:
-    out = set()
-    with contextlib.suppress(psutil.Error):
-        for p in psutil.Process(pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                out.add(ProcId(p.pid, p.create_time()))
-    return out
+    return children_of(pid, recursive=True)
 
 
 def kill_orphans(known: set[ProcId]) -> list[int]:

@@ -26,13 +26,12 @@ descendant that is no longer under it.
 
 from __future__ import annotations
 
-import contextlib
+import os
 import time
 import traceback
 from datetime import timedelta
 from typing import Any
 
-import psutil
 from thespian.actors import (
     Actor,
     ActorExitRequest,
@@ -43,7 +42,7 @@ from thespian.actors import (
 
 from actors.supervisor import messages as sm
 from actors.supervisor.spec import ChildSpec, Restart, RestartIntensity, Strategy, plan_restart
-from actors.supervisor.watch import WATCH_INTERVAL_S, WATCH_PAYLOAD, PidWatch, ProcId, kill_all
+from actors.supervisor.watch import WATCH_INTERVAL_S, WATCH_PAYLOAD, PidWatch, ProcId, children_of, kill_all
 
 
 class Supervisor(Actor):
@@ -124,14 +123,7 @@ class Supervisor(Actor):
         Runs after every message: a process that is no longer under this supervisor but still runs (same
         pid and start time) was orphaned by a child that died; remembering only the current tree would
         forget it at the next message, so it is killed on the first look that misses it."""
-        try:
-            procs = psutil.Process().children(recursive=True)
-        except psutil.Error:
-            return []
-        current: dict[int, float] = {}
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                current[p.pid] = p.create_time()
+        current = {p.pid: p.started for p in children_of(os.getpid(), recursive=True)}
         gone = [ProcId(pid, started) for pid, started in self._known.items() if pid not in current]
         self._known = current
         return kill_all(gone) if gone else []
