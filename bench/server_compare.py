@@ -428,9 +428,18 @@ def section_restart(tok: Tokenizer, script: ChatScript, threads: int, retry: boo
 
 @contextlib.contextmanager
 def busy_core() -> Iterator[int]:
-    """A process holding one core at 100% (a Python busy loop), stopped by its pid."""
+    """A process holding one core at 100% (a Python busy loop), stopped by its pid.
+
+    Yields once the loop has run for a second of CPU: the figure is a model beside a process that
+    holds a core, not the instant such a process starts."""
+    import psutil
+
     proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
     try:
+        p = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        while sum(p.cpu_times()[:2]) < 1.0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # waits on the loop's own CPU time, a condition
         yield proc.pid
     finally:
         proc.kill()

@@ -111,6 +111,7 @@ class ModelActor(Actor):
         tuner = getattr(getattr(self.engine, "backend", None), "tuner", None)
         if threads and tuner is not None:
             threads["in_use"] = tuner.current  # within the share, chosen by decode step times (model/threads.py)
+            threads["host_cap"] = tuner.cap  # what the rest of the host leaves (model/host_load.py)
         base: dict[str, Any] = {"state": self.state, "pid": os.getpid(), "threads": threads,
                                 "address": str(self.myAddress)}
         if self.engine is not None:

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 from actors.cache.key import ctx_params_hash, effective_fingerprint
 from actors.model.errors import InvalidInputError, LlamaError, OptionError, Status, error_for
+from actors.model.host_load import HostLoad, cores_left
 from actors.model.llama import Decode, Prefill, StepResult
-from actors.model.options import parse_sampler_options
+from actors.model.options import default_threads, parse_sampler_options
 from actors.model.stream import incomplete_utf8_tail
 from actors.model.threads import ThreadTuner
 
@@ -117,6 +118,8 @@ class LlamaBackend:
         # The share of the node's cores (decode, prefill) and the count in use within it, chosen by step times.
         self.share = (ci.n_threads, ci.n_threads_batch)
         self.tuner = ThreadTuner(max(ci.n_threads, ci.n_threads_batch))
+        self.host = HostLoad()
+        self.cpus = default_threads()  # the cores this process may run on
 
     def info(self) -> dict[str, Any]:
         from actors.model.llama import type_name
@@ -190,6 +193,11 @@ class LlamaBackend:
         sampler.accept(token)
 
     def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]:
+        others = self.host.others_busy()
+        if others is not None:  # what the rest of the host takes, before this step can collapse
+            n = self.tuner.limit(cores_left(self.cpus, others), time.monotonic())
+            if n is not None:
+                self._apply_threads(n)
         if not rows or not all(isinstance(r, Decode) for r in rows):
             return self.ctx.step(rows)
         t = time.perf_counter()

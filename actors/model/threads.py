@@ -32,6 +32,10 @@ count or None:
   once.  A failed probe doubles the interval (up to
   ``max_probe_every_s``), a kept one resets it.
 
+The host's own accounting comes first (:mod:`actors.model.host_load`):
+``limit(cap)`` with the cores the rest of the host leaves drops the count
+before a step can collapse, and no probe goes above the cap.
+
 A probe changes the decode thread count only (``settled`` stays what
 prefill uses), so a prompt evaluated during a probe's window never runs
 at the probed count.
@@ -47,6 +51,7 @@ from dataclasses import dataclass, field
 class ThreadTuner:
     share: int  # the most threads this model may use (its share of the node's cores)
     current: int = 0  # threads in use now (0: the share)
+    cap: int = 0  # the most the host leaves this model now (0: the share)
     window: int = 8
     slow_factor: float = 2.5
     spike_factor: float = 5.0
@@ -66,6 +71,7 @@ class ThreadTuner:
         if self.share < 1:
             raise ValueError(f"share must be >= 1, got {self.share}")
         self.current = min(self.current or self.share, self.share)
+        self.cap = min(self.cap or self.share, self.share)
         self._backoff = self.probe_every_s
 
     def reshare(self, share: int, now: float) -> int:
@@ -74,6 +80,7 @@ class ThreadTuner:
             raise ValueError(f"share must be >= 1, got {share}")
         self.share = share
         self.current = share
+        self.cap = share
         self.best.clear()
         self._last.clear()
         self._end_window()
@@ -130,11 +137,27 @@ class ThreadTuner:
                 return self._set(target)
         return None
 
+    def limit(self, cap: int, now: float) -> int | None:
+        """The host leaves ``cap`` cores: a new count at once when above it, else None.
+
+        Going back up is left to the probes (which measure), allowed as soon as the cap rises."""
+        cap = max(1, min(cap, self.share))
+        rose, self.cap = cap > self.cap, cap
+        if self.current > cap:
+            self._probe_from = 0
+            self._next_probe = now + self._backoff
+            return self._set(cap)
+        if rose and self.current < cap and not self._probe_from:
+            self._next_probe = now  # cores came free: try one more at the end of this window
+        return None
+
     def _probe_target(self, rows: int) -> int:
-        """The count to try next (0: none): one more below the share, else one fewer if never measured."""
-        if self.current < self.share:
+        """The count to try next (0: none): one more below the cap, else one fewer if never measured."""
+        if self.current < min(self.share, self.cap):
             return self.current + 1
         lower = self.current - 1
+        if self.current < self.share:
+            return 0  # held down by the host: nothing to learn below
         if lower >= 1 and (lower, rows) not in self.best:
             return lower
         return 0

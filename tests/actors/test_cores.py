@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.api import System
 from actors.cache.config import CacheConfig
+from actors.model.host_load import HostLoad, cores_left
 from actors.model.threads import ThreadTuner
 from actors.supervisor.cores import ThreadAsk, ask_of, budget, node_cores, plan, with_share
 from actors.supervisor.runtime import alive
+from tests.waiting import wait_until
 
 asks_st = st.lists(st.tuples(st.one_of(st.none(), st.integers(1, 64)), st.one_of(st.none(), st.integers(1, 64))),
                    max_size=12).map(lambda xs: [ThreadAsk(f"m{i}", n, b) for i, (n, b) in enumerate(xs)])
@@ -217,3 +222,79 @@ def test_tuner_stays_within_its_share(share: int, steps: list[tuple[float, int]]
 def test_tuner_leaves_a_short_quiet_run_alone() -> None:
     _tokens, used = simulate(ThreadTuner(2), quiet, 1.5)  # shorter than one probe interval
     assert set(used) == {2}
+
+
+# --------------------------------------------------------------------------- the host's own accounting
+
+
+@given(st.integers(1, 64), st.floats(0, 80), st.floats(0, 80))
+def test_cores_left_never_zero_never_more_than_the_cpus_and_fewer_as_others_take_more(
+        cpus: int, a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    assert 1 <= cores_left(cpus, hi) <= cores_left(cpus, lo) <= cpus
+    assert cores_left(cpus, 0.0) == cpus
+    assert cores_left(cpus, 0.45) == cpus  # a background trickle costs no thread
+    assert cores_left(cpus, 0.67) == max(1, cpus - 1)  # a busy loop sharing two cores with our two threads
+    assert cores_left(cpus, float(cpus)) == 1
+
+
+def test_the_host_cap_drops_a_thread_before_any_step_collapses_and_the_probe_comes_back() -> None:
+    t = ThreadTuner(2)
+    simulate(t, quiet, 5.0)
+    assert t.limit(cores_left(2, 1.0), 5.0) == 1 and t.current == t.settled == 1
+    _tokens, used = simulate(t, lambda n, now: one_core_taken(n, now - 5.0), 30.0)
+    assert set(used) == {1}  # capped: no probe of 2 while the host leaves one core
+    assert t.limit(cores_left(2, 0.0), 30.0) is None  # cores free again: the next window probes up
+    _tokens, used = simulate(t, quiet, 35.0)
+    assert used[-1] == 2
+
+
+def busy_loops(n: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def test_a_model_beside_busy_cores_runs_on_the_cores_left(tmp_path: Path) -> None:
+    """Every core but one held by another process at 100%: the model decodes on one thread, chosen from the
+    host's accounting before its first step (status says so), and its reply is the quiet one."""
+    cpus = node_cores()
+    if cpus < 2:
+        pytest.skip("needs 2 cores")
+    system = System(cache=None, cores=cpus)
+    pids = set(system.pids())
+    loops: list[subprocess.Popen[bytes]] = []
+    try:
+        system.load_model("m", context={"n_ctx": 512})
+        quiet_reply = system.complete("m", "Once upon a time", max_tokens=8, cache=False)  # first host sample
+        loops = busy_loops(cpus - 1)
+        procs = [psutil.Process(p.pid) for p in loops]
+        assert wait_until(lambda: all(sum(p.cpu_times()[:2]) >= 1.0 for p in procs), 30)  # they hold their cores
+        busy_reply = system.complete("m", "Once upon a time", max_tokens=8, cache=False)
+        assert system.status("m")["threads"]["in_use"] == 1
+        assert busy_reply.generated == quiet_reply.generated
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait(10)
+        pids |= set(system.pids())
+        system.close()
+        assert not alive(pids)
+
+
+def test_host_load_sees_a_busy_process(tmp_path: Path) -> None:
+    h = HostLoad(min_interval_s=0.25)
+    assert h.others_busy() is None  # the first call only takes the baseline
+    [loop] = busy_loops(1)
+    try:
+        proc = psutil.Process(loop.pid)
+        seen: list[float] = []
+
+        def saw_it() -> bool:
+            if sum(proc.cpu_times()[:2]) < 0.5:
+                return False
+            v = h.others_busy()
+            seen.append(v if v is not None else 0.0)
+            return v is not None and v >= 0.6
+        assert wait_until(saw_it, 30), seen
+    finally:
+        loop.kill()
+        loop.wait(10)

@@ -1,0 +1,77 @@
+"""How many cores other processes of this host are using: a sample of /proc/stat against our own CPU time.
+
+Why: a decode step time only says a core was taken *after* a step at the
+old thread count has collapsed (with OpenMP workers spinning at every
+barrier, one such step lasts up to a second).  The host's own accounting
+says it before the step: the busy time of every CPU since the last
+sample, minus this process's CPU time over the same interval, is what the
+rest of the host used.  Read at most every ``min_interval_s`` at the start
+of a step (two small reads, no thread); after an idle spell the first
+sample covers the whole spell, so a process that took a core while this
+model waited is seen before its first step.
+
+The decision is the pure :func:`cores_left`; the tuner
+(:mod:`actors.model.threads`) caps its thread count with it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+_TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+
+
+def cores_left(cpus: int, others_busy: float) -> int:
+    """Whole cores this process can count on when the rest of the host keeps ``others_busy`` cores busy.
+
+    Rounded to the nearest core, halves down: a background trickle under half a core costs no thread.
+    Half is the line because a process that wants a whole core gets only about two thirds of one
+    while our two spinning threads compete with it on two cores, and must still count.  At least 1.
+    """
+    if cpus < 1:
+        raise ValueError(f"cpus must be >= 1, got {cpus}")
+    return max(1, min(cpus, math.floor(cpus - max(0.0, others_busy) + 0.5)))
+
+
+@dataclass
+class HostLoad:
+    """The effectful part: samples /proc/stat and this process's CPU time (Linux; elsewhere it reports 0)."""
+
+    min_interval_s: float = 0.25
+    _last: tuple[float, float, float] | None = None  # (monotonic, host busy s, own cpu s)
+
+    @staticmethod
+    def _host_busy_s() -> float | None:
+        try:
+            with open("/proc/stat", "rb") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != b"cpu":
+            return None
+        ticks = [int(x) for x in fields[1:]]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait; steal counts as busy
+        guest = sum(ticks[8:10]) if len(ticks) > 9 else 0  # guest time is already inside user/nice
+        return (sum(ticks) - idle - guest) * _TICK_S
+
+    def others_busy(self, now: float | None = None) -> float | None:
+        """Cores the rest of the host kept busy since the last sample; None when too soon or unknown."""
+        now = time.monotonic() if now is None else now
+        if self._last is not None and now - self._last[0] < self.min_interval_s:
+            return None
+        host = self._host_busy_s()
+        if host is None:
+            return None
+        t = os.times()
+        own = t.user + t.system
+        last, self._last = self._last, (now, host, own)
+        if last is None:
+            return None
+        wall = now - last[0]
+        return max(0.0, ((host - last[1]) - (own - last[2])) / wall) if wall > 0 else None
+
+
+__all__ = ["HostLoad", "cores_left"]
