@@ -32,6 +32,8 @@ import os
 import pickle
 from typing import Any
 
+from thespian.actors import ActorExitRequest
+
 from actors.cache import messages as cm
 from actors.cache.actors import CacheMetaActor, PressureActor
 from actors.model import messages as mm
@@ -102,8 +104,9 @@ class RootSupervisor(Supervisor):
         return tree_file(self.start_msg, "specs")
 
     def on_exit_request(self) -> None:
-        """Thespian is stopping the root on purpose: the daemon's root watch must not restart it."""
-        path = tree_file(self.start_msg, "stopped")
+        """Thespian is stopping the root on purpose: the daemon's root watch must not restart it
+        (unless the root escalated: then its exit is a failure, for the daemon to restart)."""
+        path = tree_file(self.start_msg, "stopped") if not self.escalated else None
         if path is not None:
             with contextlib.suppress(OSError):
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -224,8 +227,10 @@ class RootSupervisor(Supervisor):
         return None
 
     def on_escalate(self, failed: str) -> None:
-        # Nothing above the root: stay alive to answer, reporting the failure.
+        """Past its intensity the root exits like any supervisor: the daemon's root watch restarts the
+        whole tree (``root_watch``), and gives up after its own intensity, for a process manager."""
         self.state = "failed"
+        self.send(self.myAddress, ActorExitRequest())
 
 
 __all__ = ["CacheSupervisor", "Restart", "RootSupervisor", "tree_file"]
