@@ -621,6 +621,8 @@ def main() -> None:
     ap.add_argument("--compare-flags", action="store_true", help="also build an AVX2-only llama.cpp and compare")
     ap.add_argument("--no-peers", action="store_true", help="skip llama-cpp-python (it builds for minutes)")
     ap.add_argument("--no-readme", action="store_true", help="a full run that leaves README.md alone")
+    ap.add_argument("--reps", type=int, default=None,
+                    help="runs per engine in the side-by-side sections (server, http); default: each script's own")
     ap.add_argument("--only", default=None, metavar="SECTIONS",
                     help=f"re-run only these sections ({','.join(SECTIONS)}) into the existing bench/out/report.json "
                          "of the same kind (full or smoke), keeping the others' figures; the report says which")
@@ -642,6 +644,7 @@ def main() -> None:
         report = {"smoke": args.smoke, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(),
                   "section_s": {}}
     smoke = ["--smoke"] if args.smoke else []
+    reps = ["--reps", str(args.reps)] if args.reps else []
 
     def section(key: str, title: str, fn: Any) -> None:
         if key not in only:
@@ -681,11 +684,12 @@ def main() -> None:
     section("determinism", "actor runtime: warm replies vs cold replays, per hit kind",
             lambda: run_script("determinism_bench.py", smoke))
     section("server", "ours vs llama-server (same tree and flags): chat, decode, restart, shared cores",
-            lambda: run_script("server_compare.py", smoke))
+            lambda: run_script("server_compare.py", smoke + reps))
     section("http_overhead", "HTTP: exact-hit TTFT through HTTP vs the Python API, disconnect to idle",
             lambda: run_script("http_bench.py", ["--quick"] if args.smoke else []))
     section("http", "HTTP through the openai client: ours vs llama-server vs llama-cpp-python's server",
-            lambda: run_script("http_compare.py", smoke + (["--no-llama-cpp-python"] if args.no_peers else [])))
+            lambda: run_script("http_compare.py",
+                               smoke + reps + (["--no-llama-cpp-python"] if args.no_peers else [])))
     section("kill_matrix", "actor tree: SIGKILL each process during a stream (caller error, serving again, rows lost)",
             lambda: run_script("kill_matrix.py", smoke))
     report["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
