@@ -249,7 +249,8 @@ def test_python_exception_inside_a_tick_is_an_error_reply(stub_system: System) -
 def test_cache_meta_crash_restarts_cache_and_models_rebind(tmp_path: Path) -> None:
     with running_system(tmp_path) as s:
         s.load_model("m", backend="stub")
-        meta_pid = runtime.listener_pid(s.tree.meta.addressDetails.sockname[1])
+        old_meta = s.tree.meta  # s.tree itself follows a restarted meta: keep the old address to compare
+        meta_pid = runtime.listener_pid(old_meta.addressDetails.sockname[1])
         assert meta_pid is not None
         import os
         import signal
@@ -258,10 +259,10 @@ def test_cache_meta_crash_restarts_cache_and_models_rebind(tmp_path: Path) -> No
 
         def new_meta() -> Any:
             info = runtime.ask(s.asys, s.tree.root, sm.TreeInfoReq("i"), 10)
-            return info if info.meta is not None and info.meta != s.tree.meta else None
+            return info if info.meta is not None and info.meta != old_meta else None
 
         info = wait_until(new_meta, timeout=10)
-        assert info is not None and info.meta != s.tree.meta
+        assert info is not None and info.meta != old_meta and s.tree.meta == info.meta
         prompt = "rows saved after the cache restart " * 3
         s.prefill_only("m", prompt)
         runtime.ask(s.asys, info.meta, cm.WaitIdle("idle"), 30)
