@@ -26,6 +26,7 @@ from actors.cache import messages as cm
 from actors.supervisor import messages as sm
 from actors.supervisor import runtime
 from actors.supervisor.client_watch import orphaned
+from actors.supervisor.root_watch import Verdict, decide
 from actors.supervisor.watch import ProcId, gone, new_child
 from tests.actors.conftest import running_system
 from tests.waiting import wait_until
@@ -60,6 +61,17 @@ def test_orphaned_requests_are_those_routed_to_a_dead_supervisor(routes: dict[st
     assert set(orphaned(routes, dead)) == {rid for rid, t in routes.items() if t in dead}
 
 
+@given(st.booleans(), st.booleans(), st.booleans())
+def test_the_daemon_restarts_only_a_root_that_died_unasked(alive: bool, stopped: bool, allowed: bool) -> None:
+    verdict = decide(alive, stopped, allowed)
+    if alive:
+        assert verdict is Verdict.ALIVE
+    elif stopped:  # a shutdown is not a death
+        assert verdict is Verdict.STOPPED
+    else:
+        assert verdict is (Verdict.RESTART if allowed else Verdict.GIVE_UP)
+
+
 # ------------------------------------------------------------------ helpers
 
 
@@ -86,11 +98,13 @@ def serving(s: System, models: tuple[str, ...], killed: set[int]) -> bool:
     """Every model listed, ready, in a process that was not killed, and answering."""
     try:
         listed = {m["model_id"]: m for m in s.list_models()}
-    except (ModelError, TimeoutError):
+        if not all(m in listed and listed[m]["state"] == "ready" and listed[m]["pid"] not in killed
+                   for m in models):
+            return False
+        return all(s.complete(m, "still there?", max_tokens=2, timeout=10).finish_reason == "length"
+                   for m in models)
+    except (ModelError, TimeoutError):  # a tree being replaced answers errors for a moment
         return False
-    if not all(m in listed and listed[m]["state"] == "ready" and listed[m]["pid"] not in killed for m in models):
-        return False
-    return all(s.complete(m, "still there?", max_tokens=2, timeout=10).finish_reason == "length" for m in models)
 
 
 def writers_back(s: System, killed: set[int], n: int = 2) -> bool:
@@ -235,3 +249,21 @@ def test_a_restarted_model_supervisor_brings_back_configuration_and_adapters(tmp
         finally:
             fresh.close()
 
+
+
+@pytest.mark.timeout(120)
+def test_a_root_past_its_intensity_exits_and_the_daemon_restarts_the_tree(tmp_path: Path) -> None:
+    with running_system(tmp_path) as s:
+        s.load_model("a", backend="stub", stub=STUB)
+        first_root = tree_pids(s)["root"]
+        ever: set[int] = set()
+        for _ in range(6):  # the root allows 5 restarts in 60 s; the 6th cache death makes it give up
+            pids = tree_pids(s)
+            ever |= set(pids.values())
+            kill_all([pids["cache"]])
+            assert wait_until(lambda: serving(s, ("a",), set()) and tree_pids(s)["cache"] != pids["cache"],  # noqa: B023
+                              timeout=20)
+        assert tree_pids(s)["root"] != first_root  # a new tree, from the daemon: not a root left 'failed'
+        assert [m["model_id"] for m in s.list_models()] == ["a"]
+        ever |= set(tree_pids(s).values())
+    assert not runtime.alive(ever)
