@@ -75,14 +75,18 @@ test_asan() {
     LLAMA_ACTORS_SANITIZE=1 LLAMA_ACTORS_QUIET=1 "$VENV/bin/python" build_ffi.py >/dev/null
     nm -D "$so" | grep __asan_init >/dev/null || { echo "error: $so is not an ASan build" >&2; exit 1; }
     rm -rf "$reports"; mkdir -p "$reports"
-    local libasan
+    local libasan libstdcxx
     libasan=$(gcc -print-file-name=libasan.so)
+    libstdcxx=$(gcc -print-file-name=libstdc++.so)
     # CPython is not built with ASan, so the runtime must be preloaded into every Python process
-    # (pytest, each serve process, every actor forked from it). Leak detection is off: CPython
-    # keeps interned objects and arenas until exit by design, which LeakSanitizer would report.
+    # (pytest, each serve process, every actor forked from it). libstdc++ is preloaded too: ASan
+    # resolves the real __cxa_throw when it starts, and python itself does not load libstdc++
+    # (without it the first C++ exception inside llama.cpp is an ASan CHECK failure).
+    # Leak detection is off: CPython keeps interned objects and arenas until exit by design,
+    # which LeakSanitizer would report.
     # ASan leaves SIGSEGV/SIGABRT to the process (the crash-recovery tests fault on purpose);
     # every real report goes to a file under build/asan/reports and fails the run below.
-    export LD_PRELOAD=$libasan
+    export LD_PRELOAD=$libasan:$libstdcxx
     export ASAN_OPTIONS="detect_leaks=0:handle_segv=0:handle_sigbus=0:handle_abort=0:handle_sigfpe=0:handle_sigill=0:allow_user_segv_handler=1:log_path=$reports/asan"
     export UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/ubsan"
     export LLAMA_ACTORS_NATIVE_SO=$so
