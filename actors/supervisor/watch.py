@@ -43,7 +43,7 @@ from typing import Any
 
 import psutil
 
-WATCH_INTERVAL_S = 0.25  # how often a supervisor polls its children's pids (a missed notice costs at most this)
+WATCH_INTERVAL_S = 0.5  # how often a supervisor polls its children's pids (a missed notice costs at most this)
 WATCH_PAYLOAD = "llama-actors-pid-watch"  # the wakeup payload of the watch timer
 
 
