@@ -127,15 +127,17 @@ def _read_key_file(path: str, source: str) -> Secret:
     return _check_strength(raw, source)
 
 
-def server_key(port: int) -> Secret:
-    """The key a new system on ``port`` uses: the configured one, else a fresh random key.
-
-    Either way it is written to :func:`key_path` (0600), so another shell of this user can attach.
-    """
+def server_key() -> Secret:
+    """The key a new system uses: the configured one, else a fresh random key."""
     given = configured_key()
-    key = given[0] if given else Secret(secrets.token_bytes(KEY_BYTES))
+    return given[0] if given else Secret(secrets.token_bytes(KEY_BYTES))
+
+
+def publish_key(port: int, key: Secret) -> None:
+    """Write the key of the system now serving ``port`` to :func:`key_path` (0600), so another shell
+    of this user can attach. Only once the port is known to be this system's: two systems started
+    on one port at the same moment must not leave the loser's key behind."""
     write_private_file(key_path(port), key.reveal())
-    return key
 
 
 def client_key(port: int) -> Secret:

@@ -221,15 +221,25 @@ def listening_sockets(pids: list[int]) -> list[tuple[int, str, int]]:
 # --------------------------------------------------------------------------- transport key
 
 
-def secure_transport(port: int) -> None:
+def secure_transport(port: int) -> Any:
     """In the process that will serve ``port``, before its admin forks: make the system's key
-    (``transport_auth.server_key``), sign and check every message, count what is dropped."""
+    (``transport_auth.server_key``), sign and check every message, count what is dropped.
+    Returns the key, for :func:`publish_transport_key` once the admin is known to be ours."""
     from actors import transport_auth
 
     try:
-        transport_auth.install(port, transport_auth.server_key(port), count_drops=True)
+        key = transport_auth.server_key()
+        transport_auth.install(port, key, count_drops=True)
     except transport_auth.TransportKeyError as e:
         raise TransportAuthError(e.reason, e.detail) from None
+    return key
+
+
+def publish_transport_key(port: int, key: Any) -> None:
+    """Write the serving system's key where attaching processes of this user look for it."""
+    from actors import transport_auth
+
+    transport_auth.publish_key(port, key)
 
 
 def _install_client_key(port: int) -> None:

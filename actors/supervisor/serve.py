@@ -62,22 +62,24 @@ def _serve(port: int, cache_config: Any, multi_host: bool, ready_fd: int | None,
         report(f"ERROR port_in_use {port}")
         return 2
     try:
-        runtime.secure_transport(port)  # before the admin forks: every actor process inherits it
+        key = runtime.secure_transport(port)  # before the admin forks: every actor process inherits it
     except (runtime.RuntimeStartError, OSError) as e:
         report(f"ERROR {e}")
         return 2
+    published: list[bool] = []
     try:
         return _serve_secured(port, cache_config=cache_config, tree=tree, tree_options=tree_options,
-                              report=report, ready_fd=ready_fd)
+                              report=report, ready_fd=ready_fd, key=key, published=published)
     finally:
-        from actors import transport_auth
+        if published:  # never the key file of another system that won this port
+            from actors import transport_auth
 
-        with contextlib.suppress(OSError):
-            transport_auth.remove_files(port)
+            with contextlib.suppress(OSError):
+                transport_auth.remove_files(port)
 
 
 def _serve_secured(port: int, cache_config: Any, tree: bool, tree_options: dict[str, Any],
-                   report: Any, ready_fd: int | None) -> int:
+                   report: Any, ready_fd: int | None, key: Any, published: list[bool]) -> int:
     """The system's life once its transport is secured: admin, tree, READY, wait, shut down."""
     from thespian.actors import ActorSystem
 
@@ -91,8 +93,13 @@ def _serve_secured(port: int, cache_config: Any, tree: bool, tree_options: dict[
     try:
         asys = ActorSystem(runtime.SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
     except Exception as e:
-        report(f"ERROR port_in_use {e!r}" if "in use" in str(e).lower() else f"ERROR {e!r}")
+        taken = "in use" in str(e).lower() or runtime.listener_pid(port) is not None
+        report(f"ERROR port_in_use {e!r}" if taken else f"ERROR {e!r}")
         return 2
+    # The admin answered a message signed with our fresh key, so it is ours: a system that won this
+    # port between our check and the bind would have dropped it (and we report port_in_use above).
+    runtime.publish_transport_key(port, key)
+    published.append(True)
     admin_pid = runtime.wait_listener(port, 10.0)
     ready: dict[str, Any] = {"port": port, "admin_pid": admin_pid, "pid": os.getpid()}
     if tree:
