@@ -161,11 +161,28 @@ def client_key(port: int) -> Secret:
     return on_file
 
 
-def remove_files(port: int) -> None:
-    """Remove the key and counter files of a system that has stopped."""
-    for path in (key_path(port), counter_path(port)):
+def remove_files(port: int, key: Secret | None = None) -> None:
+    """Remove the key and counter files of a system that has stopped.
+
+    With ``key`` (a client's cleanup after a stop), only when the key file still holds that key: the
+    port may already belong to a new system, whose files these now are."""
+    path = key_path(port)
+    if key is not None:
+        try:
+            with open(path, "rb") as f:
+                if not hmac.compare_digest(f.read().strip(), key.reveal()):
+                    return
+        except OSError:
+            return
+    for p in (path, counter_path(port)):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            os.unlink(p)
+
+
+def installed_key(port: int) -> Secret | None:
+    """The key this process signs messages for the system on ``port`` with (None: none installed)."""
+    with _state.lock:
+        return _state.keys.get(int(port))
 
 
 def rejected_count(port: int) -> int:

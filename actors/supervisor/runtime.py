@@ -242,9 +242,15 @@ def publish_transport_key(port: int, key: Any) -> None:
     transport_auth.publish_key(port, key)
 
 
-def _install_client_key(port: int) -> None:
+def _install_client_key(port: int, wait_s: float = 10.0) -> None:
+    """Install the key of the system on ``port``. A system publishes its key file just after its admin
+    binds the port, so a client that saw the port listening may wait that moment for the file."""
     from actors import transport_auth
 
+    deadline = time.monotonic() + wait_s
+    while (not os.path.exists(transport_auth.key_path(port)) and transport_auth.configured_key() is None
+           and time.monotonic() < deadline and listener_pid(port) is not None):
+        time.sleep(0.02)  # waits on the file's appearance (a condition), bounded
     try:
         transport_auth.install(port, transport_auth.client_key(port))
     except transport_auth.TransportKeyError as e:
@@ -469,7 +475,7 @@ def stop(port: int, serve: subprocess.Popen[bytes] | None = None, admin_pid: int
         with contextlib.suppress(OSError):
             from actors import transport_auth
 
-            transport_auth.remove_files(port)
+            transport_auth.remove_files(port, transport_auth.installed_key(port))
             transport_auth.forget(port)
         leftovers = _wait_gone(sid, timeout=10.0)
         if leftovers:
