@@ -57,6 +57,11 @@ class Bridge:
         self._mb = system.inbox()  # the client's inbox thread (started on first use)
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="llama-actors-http-send")
 
+    def _send_now(self, msg: Any) -> None:
+        """On the sender thread: ``dest`` may wait for a restarting tree (``System.tree``), which must
+        never stall the event loop."""
+        self._mb.send(self.dest, msg)
+
     @property
     def dest(self) -> Any:
         return self.system.tree.models
@@ -68,12 +73,12 @@ class Bridge:
         return msg, sink
 
     async def _send(self, msg: Any) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._sender, self._mb.send, self.dest, msg)
+        await asyncio.get_running_loop().run_in_executor(self._sender, self._send_now, msg)
 
     def send_nowait(self, msg: Any) -> None:
         """Fire and forget (a cancel from a handler that is itself being cancelled)."""
         with contextlib.suppress(RuntimeError):
-            self._sender.submit(self._mb.send, self.dest, msg)
+            self._sender.submit(self._send_now, msg)
 
     async def call(self, msg: Any, timeout: float = 60.0) -> Any:
         """One request, one reply; an ``ErrorReply`` raises :class:`ApiError`."""
