@@ -71,11 +71,11 @@ def _serve(port: int, cache_config: Any, multi_host: bool, ready_fd: int | None,
         return _serve_secured(port, cache_config=cache_config, tree=tree, tree_options=tree_options,
                               report=report, ready_fd=ready_fd, key=key, published=published)
     finally:
-        if published:  # never the key file of another system that won this port
+        if published:  # never the key file of another system that won this port, or took it since
             from actors import transport_auth
 
             with contextlib.suppress(OSError):
-                transport_auth.remove_files(port)
+                transport_auth.remove_files(port, key)
 
 
 def _serve_secured(port: int, cache_config: Any, tree: bool, tree_options: dict[str, Any],
