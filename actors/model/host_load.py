@@ -36,12 +36,22 @@ def cores_left(cpus: int, others_busy: float) -> int:
     return max(1, min(cpus, math.floor(cpus - max(0.0, others_busy) + 0.5)))
 
 
+def sustained(previous: float | None, current: float, window_s: float, long_s: float = 1.0) -> float:
+    """The load to act on: a sample over a long window (an idle spell) stands alone; a short one counts
+    only as far as the sample before it agrees, so a burst (the kernel writing back our own rows, a
+    short-lived process) costs no thread while a process that keeps a core busy does within two samples."""
+    if window_s >= long_s or previous is None:
+        return current if window_s >= long_s else 0.0
+    return min(previous, current)
+
+
 @dataclass
 class HostLoad:
     """The effectful part: samples /proc/stat and this process's CPU time (Linux; elsewhere it reports 0)."""
 
     min_interval_s: float = 0.25
     _last: tuple[float, float, float] | None = None  # (monotonic, host busy s, own cpu s)
+    _previous: float | None = None  # the last sample's load, for :func:`sustained`
 
     @staticmethod
     def _host_busy_s() -> float | None:
@@ -58,7 +68,7 @@ class HostLoad:
         return (sum(ticks) - idle - guest) * _TICK_S
 
     def others_busy(self, now: float | None = None) -> float | None:
-        """Cores the rest of the host kept busy since the last sample; None when too soon or unknown."""
+        """Cores the rest of the host kept busy, sustained (:func:`sustained`); None when too soon or unknown."""
         now = time.monotonic() if now is None else now
         if self._last is not None and now - self._last[0] < self.min_interval_s:
             return None
@@ -71,7 +81,11 @@ class HostLoad:
         if last is None:
             return None
         wall = now - last[0]
-        return max(0.0, ((host - last[1]) - (own - last[2])) / wall) if wall > 0 else None
+        if wall <= 0:
+            return None
+        current = max(0.0, ((host - last[1]) - (own - last[2])) / wall)
+        level, self._previous = sustained(self._previous, current, wall), current
+        return level
 
 
 __all__ = ["HostLoad", "cores_left"]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from actors.api import System
 from actors.cache.config import CacheConfig
-from actors.model.host_load import HostLoad, cores_left
+from actors.model.host_load import HostLoad, cores_left, sustained
 from actors.model.threads import ThreadTuner
 from actors.supervisor.cores import ThreadAsk, ask_of, budget, node_cores, plan, with_share
 from actors.supervisor.runtime import alive
@@ -236,6 +236,18 @@ def test_cores_left_never_zero_never_more_than_the_cpus_and_fewer_as_others_take
     assert cores_left(cpus, 0.45) == cpus  # a background trickle costs no thread
     assert cores_left(cpus, 0.67) == max(1, cpus - 1)  # a busy loop sharing two cores with our two threads
     assert cores_left(cpus, float(cpus)) == 1
+
+
+@given(st.one_of(st.none(), st.floats(0, 8)), st.floats(0, 8), st.floats(0.01, 5))
+def test_a_burst_costs_no_thread_a_sustained_load_does(previous: float | None, current: float, window: float) -> None:
+    level = sustained(previous, current, window)
+    assert 0.0 <= level <= current
+    if window >= 1.0:
+        assert level == current  # a long window (an idle spell) is its own evidence
+    elif previous is None:
+        assert level == 0.0  # one short sample alone is not enough
+    else:
+        assert level == min(previous, current)
 
 
 def test_the_host_cap_drops_a_thread_before_any_step_collapses_and_the_probe_comes_back() -> None:
