@@ -280,13 +280,29 @@ def attach_system(port: int, multi_host: bool = False) -> Any:
 
     if listener_pid(port) is None:
         raise RuntimeStartError(f"no actor system listens on port {port}")
-    _install_client_key(port)
-    try:
-        return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
-    except Exception as e:
-        raise RuntimeStartError(f"the actor system on port {port} did not answer ({e!r}); if it runs on "
-                                "another host or was started with its own transport key, set the same key "
-                                "in LLAMA_ACTORS_TRANSPORT_KEY or LLAMA_ACTORS_TRANSPORT_KEY_FILE") from None
+    from actors import transport_auth
+
+    error: Exception | None = None
+    for _ in range(2):
+        _install_client_key(port)
+        used = transport_auth.installed_key(port)
+        dropped = transport_auth.rejected_count(port)
+        try:
+            return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
+        except Exception as e:
+            error = e
+        # Once more only when the port's key file changed meanwhile (a system that had this port before
+        # left its file, and the new one's replaced it): a key read a moment too early, not a wrong one.
+        try:
+            changed = transport_auth.client_key(port) != used
+        except transport_auth.TransportKeyError:
+            changed = False
+        if not changed:
+            break
+    raise RuntimeStartError(f"the actor system on port {port} did not answer ({error!r}; it dropped "
+                            f"{transport_auth.rejected_count(port) - dropped} unauthenticated messages meanwhile); "
+                            "if it runs on another host or was started with its own transport key, set the same "
+                            "key in LLAMA_ACTORS_TRANSPORT_KEY or LLAMA_ACTORS_TRANSPORT_KEY_FILE") from None
 
 
 def detach(asys: Any) -> None:
