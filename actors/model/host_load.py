@@ -27,13 +27,16 @@ _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 def cores_left(cpus: int, others_busy: float) -> int:
     """Whole cores this process can count on when the rest of the host keeps ``others_busy`` cores busy.
 
-    Rounded to the nearest core, halves down: a background trickle under half a core costs no thread.
-    Half is the line because a process that wants a whole core gets only about two thirds of one
-    while our two spinning threads compete with it on two cores, and must still count.  At least 1.
+    A thread is given up only for a process that keeps most of a core (``others_busy`` past 0.85 of
+    one): the model's own clients (a streaming subscriber, the HTTP server, the openai client parsing
+    SSE) use a third to two thirds of a core while tokens flow and cost the spinning threads little,
+    whereas giving up a thread halves the decode (measured: streaming decode fell from 1.07x to
+    0.65-0.82x llama-server's with the line at half a core).  A busy process is seen at a request's
+    start, when it has had a whole core while the model waited.  At least 1.
     """
     if cpus < 1:
         raise ValueError(f"cpus must be >= 1, got {cpus}")
-    return max(1, min(cpus, math.floor(cpus - max(0.0, others_busy) + 0.5)))
+    return max(1, min(cpus, cpus - math.floor(max(0.0, others_busy) + 0.15)))
 
 
 def sustained(previous: float | None, current: float, window_s: float, long_s: float = 1.0) -> float:
