@@ -64,7 +64,7 @@ def test_big_snapshots_travel_as_files(tmp_path: Path) -> None:
 
 
 def test_ram_row_pinned_during_eviction_is_kept_and_reannounced(tmp_path: Path) -> None:
-    cfg = CacheConfig.create(tmp_path / "run", ram=1 << 20, disk=(tmp_path / "disk", 1 << 30))
+    cfg = CacheConfig.create(tmp_path / "run", ram=1 << 20, disk=(tmp_path / "disk", 1 << 30), write_behind=False)
     wire = Wire(cfg)
     c = wire.client("model")
     res = c.save("finish", meta_for(rand_tokens(64, seed=1)), b"y" * 1000, tier="ram")
@@ -80,7 +80,9 @@ def test_ram_row_pinned_during_eviction_is_kept_and_reannounced(tmp_path: Path) 
 
 
 def test_client_gone_releases_its_rows_and_pins(tmp_path: Path) -> None:
-    cfg = CacheConfig.create(tmp_path / "run", ram=1 << 20, disk=(tmp_path / "disk", 1 << 30))
+    # Without write-behind: a finished background copy would (rightly) turn the
+    # ram row into a disk row that outlives its owner, which is not this test.
+    cfg = CacheConfig.create(tmp_path / "run", ram=1 << 20, disk=(tmp_path / "disk", 1 << 30), write_behind=False)
     wire = Wire(cfg)
     c = wire.client("model")
     ram = c.save("finish", meta_for(rand_tokens(64, seed=2)), b"r" * 10, tier="ram")
