@@ -69,7 +69,10 @@ class HttpServer:
         from actors.http.service import Gateway
 
         family = socket.AF_INET6 if ":" in self.settings.bind else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose ``proto`` says
+        # TCP, and accepted sockets inherit it.  With proto 0 every streamed event after the headers
+        # waited for the client's delayed ACK (~40 ms on Linux) before it left this host.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.settings.bind, self.settings.port))

@@ -206,3 +206,16 @@ def test_cli_serve_http_flag(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         wait_for(lambda: not alive(pids), what="serve's processes gone")
+
+
+def test_streamed_events_leave_without_waiting_for_acks(served: Served) -> None:
+    """Each connection the server accepted has Nagle off: without TCP_NODELAY every SSE event after the
+    headers waited for the client's delayed ACK (about 40 ms on Linux) before it was sent."""
+    import socket
+
+    body = {"model": "stub", "messages": [{"role": "user", "content": "hi"}], "stream": True, **LONG}
+    with open_stream(served, "/v1/chat/completions", body):
+        conns = served.server._server.server_state.connections  # uvicorn's live protocols
+        socks = [p.transport.get_extra_info("socket") for p in conns]
+        assert socks
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in socks)
