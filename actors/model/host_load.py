@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+LONG_WINDOW_S = 1.0  # a sample over at least this long covers an idle spell of the model
 
 
 def cores_left(cpus: int, others_busy: float) -> int:
@@ -39,12 +40,19 @@ def cores_left(cpus: int, others_busy: float) -> int:
     return max(1, min(cpus, cpus - math.floor(max(0.0, others_busy) + 0.15)))
 
 
-def sustained(previous: float | None, current: float, window_s: float, long_s: float = 1.0) -> float:
-    """The load to act on: a sample over a long window (an idle spell) stands alone; a short one counts
-    only as far as the sample before it agrees, so a burst (the kernel writing back our own rows, a
-    short-lived process) costs no thread while a process that keeps a core busy does within two samples."""
-    if window_s >= long_s or previous is None:
-        return current if window_s >= long_s else 0.0
+def sustained(previous: float | None, current: float, window_s: float, long_s: float = LONG_WINDOW_S,
+              running_now: int | None = None) -> float:
+    """The load to act on.  A short sample counts only as far as the sample before it agrees, so a burst
+    (the kernel writing back our own rows, a short-lived process) costs no thread while a process that
+    keeps a core busy does within two samples.  A sample over a long window (an idle spell) stands alone,
+    but only as far as other tasks are runnable now (``running_now``): a process that took a core while
+    the model waited and still runs is seen before the first step, while one that has finished meanwhile
+    (another model of the node done with its turn, the other engine of a side-by-side benchmark) costs
+    nothing.  Counting the whole spell capped the first prompt after every such spell to one thread."""
+    if window_s >= long_s:
+        return current if running_now is None else min(current, float(max(0, running_now)))
+    if previous is None:
+        return 0.0
     return min(previous, current)
 
 
@@ -55,6 +63,18 @@ class HostLoad:
     min_interval_s: float = 0.25
     _last: tuple[float, float, float] | None = None  # (monotonic, host busy s, own cpu s)
     _previous: float | None = None  # the last sample's load, for :func:`sustained`
+
+    @staticmethod
+    def _running_others() -> int | None:
+        """Tasks runnable on the host right now besides the one reading (``procs_running`` of /proc/stat)."""
+        try:
+            with open("/proc/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"procs_running "):
+                        return max(0, int(line.split()[1]) - 1)
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
 
     @staticmethod
     def _host_busy_s() -> float | None:
@@ -87,7 +107,8 @@ class HostLoad:
         if wall <= 0:
             return None
         current = max(0.0, ((host - last[1]) - (own - last[2])) / wall)
-        level, self._previous = sustained(self._previous, current, wall), current
+        running = self._running_others() if wall >= LONG_WINDOW_S else None
+        level, self._previous = sustained(self._previous, current, wall, running_now=running), current
         return level
 
 

@@ -66,6 +66,7 @@ class ThreadTuner:
     _last: dict[tuple[int, int], float] = field(default_factory=dict)  # (threads, rows) -> last window median
     _backoff: float = 0.0
     _next_probe: float = 0.0
+    _capped_from: int = 0  # the count a host cap cut down from (0: none), restored when the cap lifts
 
     def __post_init__(self) -> None:
         if self.share < 1:
@@ -138,15 +139,24 @@ class ThreadTuner:
         return None
 
     def limit(self, cap: int, now: float) -> int | None:
-        """The host leaves ``cap`` cores: a new count at once when above it, else None.
+        """The host leaves ``cap`` cores: a new count at once when it differs, else None.
 
-        Going back up is left to the probes (which measure), allowed as soon as the cap rises."""
+        A count the cap took away comes back as soon as the cap allows it, without a probe: the cut
+        came from the host's accounting, not from a step time, and the count before it was the
+        measured one (a turn at one thread while a probe found that out again cost a chat ~10% of
+        its prefill).  Any other count below the cap is left to the probes, which measure."""
         cap = max(1, min(cap, self.share))
         rose, self.cap = cap > self.cap, cap
         if self.current > cap:
+            self._capped_from = max(self._capped_from, self.current)
             self._probe_from = 0
             self._next_probe = now + self._backoff
             return self._set(cap)
+        if rose and self._capped_from > self.current and not self._probe_from:
+            back = min(cap, self._capped_from)
+            if back == self._capped_from:
+                self._capped_from = 0
+            return self._set(back)
         if rose and self.current < cap and not self._probe_from:
             self._next_probe = now  # cores came free: try one more at the end of this window
         return None

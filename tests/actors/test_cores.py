@@ -239,16 +239,27 @@ def test_cores_left_never_zero_never_more_than_the_cpus_and_fewer_as_others_take
     assert cores_left(cpus, float(cpus)) == 1
 
 
-@given(st.one_of(st.none(), st.floats(0, 8)), st.floats(0, 8), st.floats(0.01, 5))
-def test_a_burst_costs_no_thread_a_sustained_load_does(previous: float | None, current: float, window: float) -> None:
-    level = sustained(previous, current, window)
+@given(st.one_of(st.none(), st.floats(0, 8)), st.floats(0, 8), st.floats(0.01, 5),
+       st.one_of(st.none(), st.integers(0, 8)))
+def test_a_burst_costs_no_thread_a_sustained_load_does(previous: float | None, current: float, window: float,
+                                                       running: int | None) -> None:
+    level = sustained(previous, current, window, running_now=running)
     assert 0.0 <= level <= current
     if window >= 1.0:
-        assert level == current  # a long window (an idle spell) is its own evidence
+        # a long window (an idle spell) is its own evidence, as far as something still runs now
+        assert level == (current if running is None else min(current, running))
     elif previous is None:
         assert level == 0.0  # one short sample alone is not enough
     else:
         assert level == min(previous, current)
+
+
+def test_a_load_that_ended_during_the_idle_spell_costs_no_thread() -> None:
+    # The other engine of a benchmark, or another model of the node, kept both cores busy for the
+    # 30 s this model waited, and is done now: the model's next prompt gets both threads.
+    assert cores_left(2, sustained(0.1, 1.9, 30.0, running_now=0)) == 2
+    # A process that took a core meanwhile and still runs is seen before the first step.
+    assert cores_left(2, sustained(0.1, 1.0, 30.0, running_now=1)) == 1
 
 
 def test_the_host_cap_drops_a_thread_before_any_step_collapses_and_the_probe_comes_back() -> None:
@@ -257,9 +268,18 @@ def test_the_host_cap_drops_a_thread_before_any_step_collapses_and_the_probe_com
     assert t.limit(cores_left(2, 1.0), 5.0) == 1 and t.current == t.settled == 1
     _tokens, used = simulate(t, lambda n, now: one_core_taken(n, now - 5.0), 30.0)
     assert set(used) == {1}  # capped: no probe of 2 while the host leaves one core
-    assert t.limit(cores_left(2, 0.0), 30.0) is None  # cores free again: the next window probes up
+    assert t.limit(cores_left(2, 0.0), 30.0) == 2  # cores free again: the count the cap took comes back at once
+    assert t.settled == 2  # prefill too, not only a decode probe
     _tokens, used = simulate(t, quiet, 35.0)
-    assert used[-1] == 2
+    assert set(used) == {2}
+
+
+def test_a_count_the_tuner_measured_down_is_not_restored_by_the_host_cap() -> None:
+    t = ThreadTuner(2)
+    simulate(t, quiet, 5.0)
+    _tokens, used = simulate(t, lambda n, now: one_core_taken(n, now - 5.0), 30.0)
+    assert t.current == 1  # measured down by step times, no cap involved
+    assert t.limit(cores_left(2, 0.0), 30.0) is None  # a quiet host sample alone does not undo a measurement
 
 
 def busy_loops(n: int) -> list[subprocess.Popen[bytes]]:
@@ -291,6 +311,20 @@ def test_a_model_beside_busy_cores_runs_on_the_cores_left(tmp_path: Path) -> Non
         pids |= set(system.pids())
         system.close()
         assert not alive(pids)
+
+
+def test_host_load_forgets_a_process_that_ended_while_the_model_waited() -> None:
+    h = HostLoad(min_interval_s=0.25)
+    assert h.others_busy() is None  # the baseline, then the model waits
+    [loop] = busy_loops(1)
+    try:
+        proc = psutil.Process(loop.pid)
+        assert wait_until(lambda: sum(proc.cpu_times()[:2]) >= 1.0, 30)  # it held a core for a second
+    finally:
+        loop.kill()
+        loop.wait(10)
+    seen = h.others_busy()  # the first sample after the spell: the spell was busy, nothing runs now
+    assert seen is not None and cores_left(2, seen) == 2, seen
 
 
 def test_host_load_sees_a_busy_process(tmp_path: Path) -> None:
