@@ -277,7 +277,7 @@ def test_the_host_cap_drops_a_thread_before_any_step_collapses_and_the_probe_com
 def test_a_count_the_tuner_measured_down_is_not_restored_by_the_host_cap() -> None:
     t = ThreadTuner(2)
     simulate(t, quiet, 5.0)
-    _tokens, used = simulate(t, lambda n, now: one_core_taken(n, now - 5.0), 30.0)
+    simulate(t, lambda n, now: one_core_taken(n, now - 5.0), 30.0)
     assert t.current == 1  # measured down by step times, no cap involved
     assert t.limit(cores_left(2, 0.0), 30.0) is None  # a quiet host sample alone does not undo a measurement
 
