@@ -21,7 +21,6 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -30,76 +29,21 @@ from actors.cache import kvc
 from actors.cache import messages as m
 from actors.cache.config import FILE_TIERS, RAM, RAM_FILE, CacheConfig
 from actors.cache.counters import Counters, read_counters, read_gauges
-from actors.cache.key import cache_key, decode_tokens, encode_tokens, namespace, quant_byte
+from actors.cache.key import cache_key, encode_tokens, namespace, quant_byte
 from actors.cache.kvc import RowMeta, SaveReason
 from actors.cache.prefix import PrefixChain, PrefixIndex
 from actors.cache.publish import write_parts
+from actors.cache.results import EXACT, PREFIX, RESUME, Hit, Loaded, SaveResult
 from actors.cache.tiers import LoadBuffer, RamEntry, RamTier, load_file, read_tokens
 from actors.cache.write_behind import WriteBehind, WriteOutcome, WriteRequest, wait_while_exists
 from actors.cache.write_policy import CopyState, EvictAction, QueueLimits, Verdict, on_evict, spill_order
 
-EXACT = "exact"
-RESUME = "resume"
-PREFIX = "prefix"
 _HIT_COUNTER = {EXACT: "hits_exact", RESUME: "hits_resume", PREFIX: "hits_longest_prefix"}
 _TOKEN_CACHE = 32
 
 
 class CacheError(ValueError):
     """Bad use of the client (unknown tier, malformed input)."""
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A usable cached state for (a prefix of) the prompt.
-
-    After restoring the row, positions ``[matched, row_tokens)`` must be
-    dropped (``llama_memory_seq_rm(mem, seq, matched, -1)``); KV at
-    positions below ``matched`` does not depend on later tokens, so the
-    result is token-exact.  ``logits_usable`` is true only when the row
-    carries logits for exactly position ``matched - 1``; otherwise, if
-    ``matched == len(prompt)``, drop one more position and re-decode the
-    last prompt token to get logits.
-    """
-
-    kind: str
-    key: bytes
-    matched: int
-    row_tokens: int
-    tier: str
-    location: str
-    size: int
-    has_logits: bool
-
-    @property
-    def logits_usable(self) -> bool:
-        return self.has_logits and self.matched == self.row_tokens
-
-    @property
-    def needs_truncation(self) -> bool:
-        return self.matched < self.row_tokens
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """Restored row: ``kv``/``logits`` are read-only views (pass them to
-    ``ffi.from_buffer``; call ``bytes()`` only if a copy is really needed)."""
-
-    hit: Hit
-    kv: memoryview
-    logits: memoryview | None
-    tokens: bytes
-
-    def token_ids(self) -> list[int]:
-        return decode_tokens(self.tokens)
-
-
-@dataclass(frozen=True)
-class SaveResult:
-    key: bytes
-    accepted: bool
-    tier: str
-    detail: str = ""
 
 
 class CacheClient:
