@@ -1,7 +1,8 @@
 """Meta logic shared by the thespian meta actor and the standalone service.
 
 ``MetaCore`` owns the :class:`~actors.cache.index.CacheIndex`, the
-file tiers' deletions, the writer-pool bookkeeping and the pushes to
+file tiers' deletions, the write jobs (which writer runs which is
+:class:`~actors.cache.writer_pool.WriterPool`'s) and the pushes to
 client mirrors.  It talks to the world only through an ``Outbox``
 (``send(dest, msg)``), so the same code runs behind a thespian actor
 (dest = actor addresses) and in plain Python (dest = objects with a
@@ -12,13 +13,11 @@ serialise (an actor does by construction, the service with a lock).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 import psutil
@@ -30,18 +29,8 @@ from actors.cache.counters import Counters, Gauges, read_counters
 from actors.cache.index import CacheIndex, Row, Status
 from actors.cache.kvc import KvcError, SaveReason
 from actors.cache.tiers import DirTier, bump_hits, load_file
+from actors.cache.writer_pool import Job, Outbox, WriterPool
 from actors.private_files import ensure_own_private_dir, make_private_dirs
-
-
-class Outbox(Protocol):
-    def send(self, dest: Any, msg: Any) -> None: ...
-
-
-@dataclass
-class _Job:
-    job: m.WriteJob
-    writer: Any
-    reason: int
 
 
 @dataclass
@@ -75,12 +64,7 @@ class MetaCore:
         # released first by ram evictions, and listed again as the owner's ram
         # row if the file copy goes.
         self.hot: dict[bytes, tuple[str, int]] = {}
-        self._writers = list(writers)
-        self._idle: deque[Any] = deque(self._writers)
-        self._queue: deque[_Job] = deque()
-        self._jobs: dict[int, _Job] = {}
-        self._job_ids = itertools.count(1)
-        self._waiters: list[tuple[Any, str]] = []
+        self.pool = WriterPool(writers, self.config.writer_queue, outbox)
         self._added: list[m.RowInfo] = []
         self._removed: list[tuple[bytes, str | None]] = []
         self.inline_snapshot_limit = inline_snapshot_limit
@@ -90,11 +74,11 @@ class MetaCore:
 
     @property
     def capacity(self) -> int:
-        return len(self._writers) + self.config.writer_queue
+        return self.pool.capacity
 
     @property
     def in_flight(self) -> int:
-        return len(self._jobs) + len(self._queue)
+        return self.pool.in_flight
 
     def start(self) -> dict[str, int]:
         """Scan the file tiers and register what survived the last run."""
@@ -180,10 +164,7 @@ class MetaCore:
         elif isinstance(msg, m.GetCounters):
             self.outbox.send(sender, m.CountersReply(msg.req_id, read_counters(self.config.counters_dir)))
         elif isinstance(msg, m.WaitIdle):
-            if self.in_flight == 0:
-                self.outbox.send(sender, m.Idle(msg.req_id))
-            else:
-                self._waiters.append((sender, msg.req_id))
+            self.pool.wait_idle(sender, msg.req_id)
         elif isinstance(msg, m.SweepTick):
             self.sweep()
         else:
@@ -193,29 +174,10 @@ class MetaCore:
     def replace_writer(self, dead: Any, replacement: Any) -> None:
         """A writer process died: fail its job (the row was never published,
         or is re-found by the next scan) and put a fresh writer in its slot."""
-        self._writers = [replacement if w == dead else w for w in self._writers]
-        if dead in self._idle:
-            self._idle.remove(dead)
-        for job_id, state in list(self._jobs.items()):
-            if state.writer == dead:
-                for path in [state.job.staged_path, *(d.src_path for d in state.job.demotions)]:
-                    if path:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(path)
-                failed = m.WriteDone(
-                    job_id,
-                    state.job.key,
-                    publish.PublishOutcome.FAILED.value,
-                    "",
-                    0,
-                    "writer died",
-                    demoted=tuple(
-                        m.DemotionDone(d.key, publish.PublishOutcome.FAILED.value, "", 0) for d in state.job.demotions
-                    ),
-                )
-                self._on_write_done(failed, None)
-        self._idle.append(replacement)
-        self._drain_queue()
+        for failed in self.pool.replace(dead, replacement):
+            self._on_write_done(failed, None)
+        self.pool.idle.append(replacement)
+        self.pool.drain()
         self._flush()
 
     # -- saves ---------------------------------------------------------------------
@@ -241,7 +203,7 @@ class MetaCore:
         row_info = replace(info, location=tier.path(info.key), owner=None)
         self.index.add(row_info, Status.WRITING)
         job = m.WriteJob(
-            job_id=next(self._job_ids),
+            job_id=self.pool.next_id(),
             tier=info.tier,
             directory=tier.directory,
             key=info.key,
@@ -250,21 +212,10 @@ class MetaCore:
             ttl_s=self.config.reservation_ttl_s,
             fsync=self.config.fsync,
         )
-        self._submit(job, info.reason)
-
-    def _submit(self, job: m.WriteJob, reason: int) -> None:
-        if self._idle:
-            writer = self._idle.popleft()
-            self._jobs[job.job_id] = _Job(job, writer, reason)
-            self.outbox.send(writer, job)
-        else:
-            self._queue.append(_Job(job, None, reason))
+        self.pool.submit(job, info.reason)
 
     def _on_write_done(self, msg: m.WriteDone, sender: Any) -> None:
-        state = self._jobs.pop(msg.job_id, None)
-        writer = state.writer if state is not None else sender
-        if writer is not None and writer in self._writers and writer not in self._idle:
-            self._idle.append(writer)
+        state = self.pool.done(msg.job_id, sender)
         for d in msg.demoted:
             row = self.index.get(d.key)
             if row is None:
@@ -280,20 +231,9 @@ class MetaCore:
             self._finish_save(msg, state)
         if msg.elapsed_ns:
             self.counters.add_many({"write_ns_total": msg.elapsed_ns, "write_count": 1})
-        self._drain_queue()
+        self.pool.drain()
 
-    def _drain_queue(self) -> None:
-        while self._queue and self._idle:
-            nxt = self._queue.popleft()
-            nxt.writer = self._idle.popleft()
-            self._jobs[nxt.job.job_id] = nxt
-            self.outbox.send(nxt.writer, nxt.job)
-        if self.in_flight == 0:
-            for dest, req_id in self._waiters:
-                self.outbox.send(dest, m.Idle(req_id))
-            self._waiters.clear()
-
-    def _finish_save(self, msg: m.WriteDone, state: _Job) -> None:
+    def _finish_save(self, msg: m.WriteDone, state: Job) -> None:
         key = msg.key
         assert key is not None
         row = self.index.get(key)
@@ -372,14 +312,14 @@ class MetaCore:
     def _submit_demotions(self, demotions: list[m.Demotion]) -> None:
         if demotions:
             job = m.WriteJob(
-                job_id=next(self._job_ids),
+                job_id=self.pool.next_id(),
                 tier=DISK,
                 directory=self.dirs[DISK].directory,
                 demotions=tuple(demotions),
                 ttl_s=self.config.reservation_ttl_s,
                 fsync=self.config.fsync,
             )
-            self._submit(job, 0)
+            self.pool.submit(job, 0)
 
     def _release_hot(self, n_bytes: int) -> tuple[int, list[bytes]]:
         """Free ram by dropping copies whose row is safe in a file tier (oldest first, pinned rows never)."""
@@ -608,8 +548,8 @@ class MetaCore:
         # Ram copies of written-behind rows hold ram too.
         values["bytes_ram"] += sum(size for _, size in self.hot.values())
         values["rows_ram"] += len(self.hot)
-        values["writer_busy"] = len(self._jobs)
-        values["writer_queued"] = len(self._queue)
+        values["writer_busy"] = len(self.pool.jobs)
+        values["writer_queued"] = len(self.pool.queue)
         values["writer_capacity"] = self.capacity
         self.gauges.set_many(values)
 
