@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from actors.attach import TreeLink
 from actors.cache import messages as cm
 from actors.errors import ReasonError
 from actors.inbox import Inbox
@@ -43,7 +44,6 @@ from actors.model import messages as mm
 from actors.obs import ObsRecord, ObsTable
 from actors.supervisor import messages as sm
 from actors.supervisor import runtime
-from actors.supervisor.client_watch import RouteGuard
 
 _GEN_FIELDS = {"max_tokens", "parent_key", "session_id", "add_special", "parse_special", "cache", "tier",
                "stop_sequences", "thinking", "thinking_budget_tokens", "timeout_s", "expect_committed"}
@@ -172,57 +172,16 @@ class System:
         ``pressure``: memory-pressure settings (``source``, ``high``, ``low``, ``interval_s``, ``tiers``);
         ``cores``: the node's core budget, shared among the models' llama.cpp threads (default: every
         core this process may run on; see ``actors.supervisor.cores``)."""
-        from actors.secret import as_key
-
-        self._started: runtime.Started | None = None
-        if attach:
-            if port is None:
-                raise ValueError("attach needs the admin port")
-        else:
-            def start() -> runtime.Started:
-                return runtime.start(port, cache, multi_host, start_timeout, log_path,
-                                     thinking_key=as_key(thinking_key), pressure=pressure, cores=cores)
-
-            self._started = start()
-            requested_port, port = port, self._started.port
-        assert port is not None
-        self.port = port
+        self._link = TreeLink(port, cache=cache, attach=attach, multi_host=multi_host, start_timeout=start_timeout,
+                              log_path=log_path, thinking_key=thinking_key, pressure=pressure, cores=cores)
+        self.port = self._link.port
+        self.asys = self._link.asys
+        self._guard = self._link.guard
         self.owner = not attach
         self._closed = False
         self._inbox: Inbox | None = None
         self._lock = threading.Lock()
         self._obs: ObsTable | None = None
-        self._multi_host = multi_host
-        try:
-            try:
-                self.asys = runtime.attach_system(port, multi_host)
-            except runtime.RuntimeStartError:
-                if self._started is None or requested_port is not None:
-                    raise
-                # A system we have just started on a free port of our choosing whose admin does not
-                # answer (seen about once in 70 starts on a busy host, its admin dropping our frames
-                # as unauthenticated; see the session notes): stop it, start one more on another port.
-                runtime.stop(port, self._started.serve, self._started.admin_pid, graceful=False)
-                self._started = start()
-                port = self.port = self._started.port
-                self.asys = runtime.attach_system(port, multi_host)
-            root = runtime.find_root(self.asys)
-            deadline = time.monotonic() + start_timeout
-            while True:  # an attach right after the admin came up may precede the tree's start
-                info = runtime.ask(self.asys, root, sm.TreeInfoReq(_new_id()), 30.0)
-                if isinstance(info, sm.TreeInfo) and info.models is not None and info.state == "running":
-                    break
-                if time.monotonic() > deadline or (isinstance(info, sm.TreeInfo) and info.state == "failed"):
-                    raise runtime.RuntimeStartError(f"no running llama-actors tree on port {port}: {info!r}")
-                time.sleep(0.1)
-            self._tree: sm.TreeInfo = info
-            self._tree_lock = threading.Lock()
-            self._guard = RouteGuard()
-            self._watch_tree(info)
-        except BaseException:
-            if self._started is not None:
-                runtime.stop(port, self._started.serve, self._started.admin_pid, graceful=False)
-            raise
 
     @classmethod
     def attach(cls, port: int, multi_host: bool = False) -> System:
@@ -237,43 +196,11 @@ class System:
 
         Model requests go to ``tree.models``; a handle that cached a dead process's address would wait
         forever, so a dead one (its pid is watched, on this host) makes this ask the root again."""
-        if not self._tree_alive(self._tree):
-            self._refresh_tree()
-        return self._tree
-
-    def _watch_tree(self, info: sm.TreeInfo) -> None:
-        if not self._multi_host:  # pids are this host's: a remote tree's processes are not watched
-            self._guard.watch(info.models, info.pids.get("models"))
-            self._guard.watch(info.meta, info.pids.get("meta"))
-
-    def _tree_alive(self, info: sm.TreeInfo) -> bool:
-        return self._guard.alive(info.models) and self._guard.alive(info.meta)
-
-    def _refresh_tree(self, timeout: float = 30.0) -> None:
-        """Wait until the root reports a running tree whose model supervisor and meta are alive, and use it."""
-        with self._tree_lock:
-            if self._tree_alive(self._tree):
-                return
-            deadline = time.monotonic() + timeout
-            last: Any = None
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    root = runtime.find_root(self.asys)  # a restarted root has a new address, the same name
-                    last = runtime.ask(self.asys, root, sm.TreeInfoReq(_new_id()), 2.0)
-                    if (isinstance(last, sm.TreeInfo) and last.state == "running" and last.models is not None
-                            and last.meta is not None):
-                        self._watch_tree(last)
-                        if self._tree_alive(last):
-                            self._tree = last
-                            return
-                if time.monotonic() > deadline:
-                    raise ModelError("tree_unavailable", f"a process of the tree died and no new one came up "
-                                                         f"within {timeout}s: {last!r}")
-                time.sleep(0.05)
+        return self._link.current()
 
     @property
     def admin_pid(self) -> int | None:
-        return self._started.admin_pid if self._started else runtime.listener_pid(self.port)
+        return self._link.admin_pid
 
     def pids(self) -> list[int]:
         """Every process of the tree (admin session)."""
@@ -587,12 +514,7 @@ class System:
             inbox.close()
         if self._obs is not None:
             self._obs.close()
-        try:
-            if self.owner and self._started is not None:
-                runtime.stop(self.port, self._started.serve, self._started.admin_pid)
-        finally:
-            with contextlib.suppress(Exception):  # this handle's own listening socket
-                self.asys._systemBase.transport.close()
+        self._link.close(stop=self.owner)
 
     shutdown = close
     unload = unload_model
