@@ -332,8 +332,10 @@ def section_decode(tok: Tokenizer, n: int, reps: int, threads: int, retry: bool)
     short: dict[str, list[float]] = {"llama_server": [], "ours": []}  # seconds per token of 16-token replies
     with contextlib.ExitStack() as stack:
         tmp, _ = stack.enter_context(tier_dirs())
-        drv = warm_server(stack.enter_context(server(threads)), tok)
+        srv = stack.enter_context(server(threads))
+        drv = warm_server(srv, tok)
         system = stack.enter_context(ours(ram_cache(tmp), threads))
+        own_engines(srv.pid, *system.pids())  # the engines measured here are not competitors
 
         def short_replies(name: str, k: int = 6) -> float:
             per: list[float] = []
@@ -463,17 +465,19 @@ def section_cores(n: int, reps: int, retry: bool) -> dict[str, Any]:
     with tier_dirs() as (tmp, _):
         with running_system(ram_cache(tmp / "one")) as system:
             info = system.load_model("solo", context={"n_ctx": 1024})
+            own_engines(*system.pids())  # the model measured is no competitor of itself
             out["solo_threads"] = info.get("n_threads")
             decode_rate(system, "solo", 4)
             for _ in range(reps):
                 alone.append(measured(lambda: {"v": decode_rate(system, "solo", n)}, retry)["v"])
                 with busy_core() as pid:
                     # the busy loop is the competitor here: the monitor leaves it out, anything else counts
-                    with CompetitionMonitor(exclude={pid}) as mon:
+                    with CompetitionMonitor(exclude={pid, *ENGINE_PIDS}) as mon:
                         beside.append(decode_rate(system, "solo", n))
                     out.setdefault("busy_competition", []).append(mon.summary())
         with running_system(ram_cache(tmp / "two")) as system:
             infos = [system.load_model(m, context={"n_ctx": 1024}) for m in ("a", "b")]
+            own_engines(*system.pids())
             out["pair_threads"] = [i.get("n_threads") for i in infos]
             out["pair_models"] = [{k: m.get(k) for k in ("model_id", "threads")} for m in system.list_models()]
             for m in ("a", "b"):
