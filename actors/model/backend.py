@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from actors.cache.key import ctx_params_hash, effective_fingerprint
 from actors.model.errors import InvalidInputError, LlamaError, OptionError, Status, error_for
-from actors.model.host_load import HostLoad, cores_left
+from actors.model.host_load import HostLoad, cores_clear, cores_left
 from actors.model.llama import Decode, Prefill, StepResult
 from actors.model.options import default_threads, parse_sampler_options
 from actors.model.stream import incomplete_utf8_tail
@@ -195,7 +195,7 @@ class LlamaBackend:
     def step(self, rows: Sequence[Prefill | Decode]) -> list[StepResult]:
         others = self.host.others_busy()
         if others is not None:  # what the rest of the host takes, before this step can collapse
-            n = self.tuner.limit(cores_left(self.cpus, others), time.monotonic())
+            n = self.tuner.limit(cores_left(self.cpus, others), time.monotonic(), cores_clear(self.cpus, others))
             if n is not None:
                 self._apply_threads(n)
         if not rows or not all(isinstance(r, Decode) for r in rows):

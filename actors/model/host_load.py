@@ -40,6 +40,16 @@ def cores_left(cpus: int, others_busy: float) -> int:
     return max(1, min(cpus, cpus - math.floor(max(0.0, others_busy) + 0.15)))
 
 
+CLEAR_MARGIN = 0.5  # cores: what ``cores_left`` must still leave with this much more load to call a core free
+
+
+def cores_clear(cpus: int, others_busy: float) -> int:
+    """The cores plainly free: :func:`cores_left` with a margin, so a process squeezed to two thirds of
+    a core by our own threads still counts as holding it (the tuner restores a capped count only
+    this far at once)."""
+    return cores_left(cpus, others_busy + CLEAR_MARGIN)
+
+
 def sustained(previous: float | None, current: float, window_s: float, long_s: float = LONG_WINDOW_S,
               running_now: int | None = None) -> float:
     """The load to act on.  A short sample counts only as far as the sample before it agrees, so a burst
@@ -112,4 +122,4 @@ class HostLoad:
         return level
 
 
-__all__ = ["HostLoad", "cores_left"]
+__all__ = ["HostLoad", "cores_clear", "cores_left", "sustained"]

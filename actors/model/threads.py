@@ -138,22 +138,27 @@ class ThreadTuner:
                 return self._set(target)
         return None
 
-    def limit(self, cap: int, now: float) -> int | None:
-        """The host leaves ``cap`` cores: a new count at once when it differs, else None.
+    def limit(self, cap: int, now: float, clear: int | None = None) -> int | None:
+        """The host leaves ``cap`` cores: a new count at once when above it, else None.
 
-        A count the cap took away comes back as soon as the cap allows it, without a probe: the cut
-        came from the host's accounting, not from a step time, and the count before it was the
-        measured one (a turn at one thread while a probe found that out again cost a chat ~10% of
-        its prefill).  Any other count below the cap is left to the probes, which measure."""
+        ``clear`` (at most ``cap``): the cores the host leaves with a margin, the ones that are
+        plainly free.  A count the cap took away comes back at once as far as ``clear`` allows,
+        without a probe: the cut came from the host's accounting, not from a step time, and the
+        count before it was the measured one (a turn at one thread until a probe found that out
+        again cost a chat ~10% of its prefill).  A cap that rose only because our own threads
+        squeezed the other process (a busy loop gets two thirds of a core beside two spinning
+        threads) is not that: going back at once collapsed every other step, so it is left to the
+        probes, which measure."""
         cap = max(1, min(cap, self.share))
+        clear = cap if clear is None else max(1, min(clear, cap))
         rose, self.cap = cap > self.cap, cap
         if self.current > cap:
             self._capped_from = max(self._capped_from, self.current)
             self._probe_from = 0
             self._next_probe = now + self._backoff
             return self._set(cap)
-        if rose and self._capped_from > self.current and not self._probe_from:
-            back = min(cap, self._capped_from)
+        if rose and self._capped_from > self.current and not self._probe_from and clear > self.current:
+            back = min(clear, self._capped_from)
             if back == self._capped_from:
                 self._capped_from = 0
             return self._set(back)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from actors.api import System
 from actors.cache.config import CacheConfig
-from actors.model.host_load import HostLoad, cores_left, sustained
+from actors.model.host_load import HostLoad, cores_clear, cores_left, sustained
 from actors.model.threads import ThreadTuner
 from actors.supervisor.cores import ThreadAsk, ask_of, budget, node_cores, plan, with_share
 from actors.supervisor.runtime import alive
@@ -268,7 +268,11 @@ def test_the_host_cap_drops_a_thread_before_any_step_collapses_and_the_probe_com
     assert t.limit(cores_left(2, 1.0), 5.0) == 1 and t.current == t.settled == 1
     _tokens, used = simulate(t, lambda n, now: one_core_taken(n, now - 5.0), 30.0)
     assert set(used) == {1}  # capped: no probe of 2 while the host leaves one core
-    assert t.limit(cores_left(2, 0.0), 30.0) == 2  # cores free again: the count the cap took comes back at once
+    # squeezed by our own spinning threads the busy process shows two thirds of a core: not free
+    assert t.limit(cores_left(2, 0.67), 29.0, cores_clear(2, 0.67)) is None and t.current == 1
+    assert t.limit(cores_left(2, 1.0), 29.5, cores_clear(2, 1.0)) is None
+    # cores plainly free again: the count the cap took comes back at once
+    assert t.limit(cores_left(2, 0.05), 30.0, cores_clear(2, 0.05)) == 2
     assert t.settled == 2  # prefill too, not only a decode probe
     _tokens, used = simulate(t, quiet, 35.0)
     assert set(used) == {2}
@@ -314,17 +318,21 @@ def test_a_model_beside_busy_cores_runs_on_the_cores_left(tmp_path: Path) -> Non
 
 
 def test_host_load_forgets_a_process_that_ended_while_the_model_waited() -> None:
-    h = HostLoad(min_interval_s=0.25)
-    assert h.others_busy() is None  # the baseline, then the model waits
-    [loop] = busy_loops(1)
-    try:
-        proc = psutil.Process(loop.pid)
-        assert wait_until(lambda: sum(proc.cpu_times()[:2]) >= 1.0, 30)  # it held a core for a second
-    finally:
-        loop.kill()
-        loop.wait(10)
-    seen = h.others_busy()  # the first sample after the spell: the spell was busy, nothing runs now
-    assert seen is not None and cores_left(2, seen) == 2, seen
+    seen: list[float | None] = []
+    for _ in range(3):  # a moment when nothing else of the host is runnable is enough (CI runs one test at a time)
+        h = HostLoad(min_interval_s=0.25)
+        assert h.others_busy() is None  # the baseline, then the model waits
+        [loop] = busy_loops(1)
+        try:
+            proc = psutil.Process(loop.pid)
+            assert wait_until(lambda p=proc: sum(p.cpu_times()[:2]) >= 2.0, 30)  # it held a core for 2 s
+        finally:
+            loop.kill()
+            loop.wait(10)
+        seen.append(h.others_busy())  # the first sample after the spell: the spell was busy, nothing runs now
+        if seen[-1] is not None and cores_left(2, seen[-1]) == 2:
+            return
+    raise AssertionError(f"a finished process still cost a thread: {seen}")
 
 
 def test_host_load_sees_a_busy_process(tmp_path: Path) -> None:
