@@ -140,6 +140,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+ADMIN_PORT_FLOOR = 20000  # admin ports picked here start above the well-known and registered-ish low ports
+
+
+def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int] | None:
+    """The kernel's range for ports bound to 0 (Linux), or None when unknown."""
+    try:
+        with open(path) as f:
+            lo, hi = (int(x) for x in f.read().split()[:2])
+    except (OSError, ValueError):
+        return None
+    return (lo, hi) if 0 < lo <= hi <= 65535 else None
+
+
+def admin_port_candidates(ephemeral: tuple[int, int] | None, rng: Any, n: int = 32) -> list[int]:
+    """Ports to try for a new system's admin: below the kernel's ephemeral range (pure).
+
+    Why: every thespian actor listens on a port the kernel hands out from that range.  An admin
+    given such a port (``free_port``) could take one an actor of an earlier tree held moments ago,
+    and that tree's late retries, signed with its own key, then reach the new admin (seen: a
+    system whose admin got the port of a killed root; 23 frames dropped as ``bad_tag`` and the
+    attach failed).  Below the range no actor ever listened.  Empty when there is no room (the
+    caller falls back to ``free_port``)."""
+    if ephemeral is None or ephemeral[0] - ADMIN_PORT_FLOOR < 1000:
+        return []
+    return [rng.randrange(ADMIN_PORT_FLOOR, ephemeral[0]) for _ in range(n)]
+
+
+def free_admin_port() -> int:
+    """A free loopback port for a new admin, outside the ephemeral range when the host has room."""
+    import random
+
+    for p in admin_port_candidates(ephemeral_range(), random.SystemRandom()):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, p))
+            except OSError:
+                continue
+        return p
+    return free_port()
+
+
 def listener_pid(port: int) -> int | None:
     for conn in psutil.net_connections(kind="tcp"):
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
@@ -384,7 +425,7 @@ def start(port: int | None = None, cache_config: Any = None, multi_host: bool = 
     attempts = 3 if port is None else 1
     last = ""
     for _ in range(attempts):
-        p = free_port() if port is None else port
+        p = free_admin_port() if port is None else port
         check_port(p)
         env = dict(os.environ)
         env["PYTHONPATH"] = _import_path()
