@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import tempfile
@@ -204,6 +205,14 @@ def run(stub: bool, rounds: int, n_rows: int) -> dict[str, Any]:
                               "processes": {}, "close_s": {}, "left_after_close": {}}
     saved = [f"Row {i}: a prompt saved before any kill, to be found again after every one of them."
              for i in range(n_rows)]
+    try:
+        return _run_victims(stub, rounds, cache, saved, report)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the trees are stopped by now: their cache files go too
+
+
+def _run_victims(stub: bool, rounds: int, cache: CacheConfig, saved: list[str],
+                 report: dict[str, Any]) -> dict[str, Any]:
     for name in VICTIMS:
         ever: set[int] = set()
         with running_system(cache) as s:
