@@ -86,6 +86,7 @@ class ThreadTuner:
         self._last.clear()
         self._end_window()
         self._probe_from = 0
+        self._capped_from = 0
         self._backoff = self.probe_every_s
         self._next_probe = now + self._backoff
         return self.current

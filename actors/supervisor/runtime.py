@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -140,7 +141,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-ADMIN_PORT_FLOOR = 20000  # admin ports picked here start above the well-known and registered-ish low ports
+ADMIN_PORT_FLOOR = 20000  # picked admin ports stay clear of the low ports that services commonly take
 
 
 def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int] | None:
@@ -169,8 +170,6 @@ def admin_port_candidates(ephemeral: tuple[int, int] | None, rng: Any, n: int = 
 
 def free_admin_port() -> int:
     """A free loopback port for a new admin, outside the ephemeral range when the host has room."""
-    import random
-
     for p in admin_port_candidates(ephemeral_range(), random.SystemRandom()):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
