@@ -202,7 +202,9 @@ def ours(threads: int, n_ctx: int, n_seq_max: int, queue: int) -> Iterator[Serve
 
     with tempfile.TemporaryDirectory(prefix="http-compare-") as tmp:
         for attempt in (1, 2):
-            port, admin = free_port(), runtime.free_admin_port()
+            port, admin = free_port(), free_port()
+            while admin == port:
+                admin = free_port()
             cfg = Path(tmp) / "llama-actors.toml"
             cfg.write_text(ours_config(threads, n_ctx, n_seq_max, port, admin, queue))
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import select
 import signal
 import socket
@@ -139,45 +138,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
-
-
-ADMIN_PORT_FLOOR = 20000  # picked admin ports stay clear of the low ports that services commonly take
-
-
-def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int] | None:
-    """The kernel's range for ports bound to 0 (Linux), or None when unknown."""
-    try:
-        with open(path) as f:
-            lo, hi = (int(x) for x in f.read().split()[:2])
-    except (OSError, ValueError):
-        return None
-    return (lo, hi) if 0 < lo <= hi <= 65535 else None
-
-
-def admin_port_candidates(ephemeral: tuple[int, int] | None, rng: Any, n: int = 32) -> list[int]:
-    """Ports to try for a new system's admin: below the kernel's ephemeral range (pure).
-
-    Why: every thespian actor listens on a port the kernel hands out from that range.  An admin
-    given such a port (``free_port``) could take one an actor of an earlier tree held moments ago,
-    and that tree's late retries, signed with its own key, then reach the new admin (seen: a
-    system whose admin got the port of a killed root; 23 frames dropped as ``bad_tag`` and the
-    attach failed).  Below the range no actor ever listened.  Empty when there is no room (the
-    caller falls back to ``free_port``)."""
-    if ephemeral is None or ephemeral[0] - ADMIN_PORT_FLOOR < 1000:
-        return []
-    return [rng.randrange(ADMIN_PORT_FLOOR, ephemeral[0]) for _ in range(n)]
-
-
-def free_admin_port() -> int:
-    """A free loopback port for a new admin, outside the ephemeral range when the host has room."""
-    for p in admin_port_candidates(ephemeral_range(), random.SystemRandom()):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((LOOPBACK, p))
-            except OSError:
-                continue
-        return p
-    return free_port()
 
 
 def listener_pid(port: int) -> int | None:
@@ -424,7 +384,7 @@ def start(port: int | None = None, cache_config: Any = None, multi_host: bool = 
     attempts = 3 if port is None else 1
     last = ""
     for _ in range(attempts):
-        p = free_admin_port() if port is None else port
+        p = free_port() if port is None else port
         check_port(p)
         env = dict(os.environ)
         env["PYTHONPATH"] = _import_path()

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from actors.api import System
 from actors.obs import obs_path
@@ -111,26 +109,3 @@ def test_bootstrap_never_imports_the_client() -> None:
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
-
-
-@given(st.integers(1, 65535), st.integers(0, 65535), st.integers(0, 2**32))
-def test_admin_ports_are_never_ones_the_kernel_hands_to_actors(lo: int, span: int, seed: int) -> None:
-    """An admin port is picked below the ephemeral range, where no actor of an earlier tree listened (its
-    late, differently keyed retries would reach the new admin); no room there: none, and free_port decides."""
-    import random
-
-    eph = (lo, min(65535, lo + span))
-    ports = runtime.admin_port_candidates(eph, random.Random(seed))
-    if lo - runtime.ADMIN_PORT_FLOOR < 1000:
-        assert ports == []
-    else:
-        assert ports and all(runtime.ADMIN_PORT_FLOOR <= p < lo for p in ports)
-    assert runtime.admin_port_candidates(None, random.Random(seed)) == []
-
-
-def test_a_started_system_admin_listens_below_the_ephemeral_range(tmp_path: Path) -> None:
-    eph = runtime.ephemeral_range()
-    if eph is None or eph[0] - runtime.ADMIN_PORT_FLOOR < 1000:
-        pytest.skip("no room below this host's ephemeral range")
-    with System(cache=None) as s:
-        assert runtime.ADMIN_PORT_FLOOR <= s.port < eph[0]
