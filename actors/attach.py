@@ -37,28 +37,14 @@ class TreeLink:
             if port is None:
                 raise ValueError("attach needs the admin port")
         else:
-            def start() -> runtime.Started:
-                return runtime.start(port, cache, multi_host, start_timeout, log_path,
-                                     thinking_key=as_key(thinking_key), pressure=pressure, cores=cores)
-
-            self.started = start()
-            requested_port, port = port, self.started.port
+            self.started = runtime.start(port, cache, multi_host, start_timeout, log_path,
+                                         thinking_key=as_key(thinking_key), pressure=pressure, cores=cores)
+            port = self.started.port
         assert port is not None
         self.port = port
         self._multi_host = multi_host
         try:
-            try:
-                self.asys = runtime.attach_system(port, multi_host)
-            except runtime.RuntimeStartError:
-                if self.started is None or requested_port is not None:
-                    raise
-                # A system we have just started on a free port of our choosing whose admin does not
-                # answer (seen about once in 70 starts on a busy host, its admin dropping our frames
-                # as unauthenticated; see the session notes): stop it, start one more on another port.
-                runtime.stop(port, self.started.serve, self.started.admin_pid, graceful=False)
-                self.started = start()
-                port = self.port = self.started.port
-                self.asys = runtime.attach_system(port, multi_host)
+            self.asys = runtime.attach_system(port, multi_host)
             root = runtime.find_root(self.asys)
             deadline = time.monotonic() + start_timeout
             while True:  # an attach right after the admin came up may precede the tree's start

@@ -107,7 +107,7 @@ def _check_strength(raw: bytes, source: str) -> Secret:
 
 def configured_key() -> tuple[Secret, str] | None:
     """The key given by the environment (for several hosts) and where it came from, or None."""
-    text = os.environ.get(KEY_ENV)
+    text = os.environ.get(KEY_ENV, "").strip()  # as a key file is read: surrounding whitespace is not key
     if text:
         return _check_strength(text.encode("utf-8"), f"${KEY_ENV}"), f"${KEY_ENV}"
     path = os.environ.get(KEY_FILE_ENV)
@@ -128,16 +128,26 @@ def _read_key_file(path: str, source: str) -> Secret:
 
 
 def server_key() -> Secret:
-    """The key a new system uses: the configured one, else a fresh random key."""
+    """The key a new system uses: the configured one, else a fresh random key.
+
+    A fresh key is hex text (``KEY_BYTES`` random bytes), not raw bytes: key files are read as
+    text with surrounding whitespace stripped, and a raw key that began or ended with a
+    whitespace byte (about one in twenty) came back shorter, so its clients signed with a key
+    the admin did not have and every attach failed."""
     given = configured_key()
-    return given[0] if given else Secret(secrets.token_bytes(KEY_BYTES))
+    return given[0] if given else Secret(secrets.token_hex(KEY_BYTES).encode("ascii"))
 
 
 def publish_key(port: int, key: Secret) -> None:
     """Write the key of the system now serving ``port`` to :func:`key_path` (0600), so another shell
     of this user can attach. Only once the port is known to be this system's: two systems started
-    on one port at the same moment must not leave the loser's key behind."""
-    write_private_file(key_path(port), key.reveal())
+    on one port at the same moment must not leave the loser's key behind.
+
+    A key that would not read back as itself (surrounding whitespace) is refused: ``key_not_text``."""
+    raw = key.reveal()
+    if raw != raw.strip():
+        raise TransportKeyError("key_not_text", "a published transport key must not begin or end with whitespace")
+    write_private_file(key_path(port), raw)
 
 
 def client_key(port: int) -> Secret:

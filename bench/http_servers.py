@@ -201,32 +201,20 @@ def ours(threads: int, n_ctx: int, n_seq_max: int, queue: int) -> Iterator[Serve
     from actors.supervisor import runtime
 
     with tempfile.TemporaryDirectory(prefix="http-compare-") as tmp:
-        for attempt in (1, 2):
-            port, admin = free_port(), free_port()
-            while admin == port:
-                admin = free_port()
-            cfg = Path(tmp) / "llama-actors.toml"
-            cfg.write_text(ours_config(threads, n_ctx, n_seq_max, port, admin, queue))
+        port, admin = free_port(), free_port()
+        while admin == port:
+            admin = free_port()
+        cfg = Path(tmp) / "llama-actors.toml"
+        cfg.write_text(ours_config(threads, n_ctx, n_seq_max, port, admin, queue))
 
-            def tree(admin: int = admin) -> list[int]:
-                pid = runtime.listener_pid(admin)
-                return list(runtime.tree_pids(pid)) if pid else []
+        def tree() -> list[int]:
+            pid = runtime.listener_pid(admin)
+            return list(runtime.tree_pids(pid)) if pid else []
 
-            cmd = [sys.executable, "-m", "actors", "serve", "--config", str(cfg), "--port", str(admin),
-                   "--http", f"{LOOPBACK}:{port}"]
-            srv = ServerProcess("ours", cmd, port, "/health", tree, cfg.read_text())
-            try:
-                srv.__enter__()
-            except RuntimeError as e:
-                # The rare start whose new admin drops the client's frames (docs/security.md, "A known
-                # problem"): a user would start it again, and so does the benchmark, once, on other ports.
-                if attempt == 2 or "did not answer" not in str(e):
-                    raise
-                log(f"[http] ours did not start ({e}); once more on other ports")
-                continue
-            with srv:
-                yield srv
-            return
+        cmd = [sys.executable, "-m", "actors", "serve", "--config", str(cfg), "--port", str(admin),
+               "--http", f"{LOOPBACK}:{port}"]
+        with ServerProcess("ours", cmd, port, "/health", tree, cfg.read_text()) as srv:
+            yield srv
 
 
 def llama_cpp_python_env() -> tuple[Path, dict[str, str]]:
