@@ -113,6 +113,20 @@ def cold_split(policy: SavePolicy, tokens: Sequence[T]) -> tuple[Sequence[T], Se
     return tokens[:n], tokens[n:]
 
 
+def prompt_row_due(policy: SavePolicy, n_prompt: int, n_restored: int) -> bool:
+    """Whether a request's whole prompt (with its last logits: an exact hit later) is worth a row.
+
+    For a cold prompt (nothing restored) of at least ``min_tokens``, and after a restored prefix only
+    when the request evaluated at least ``cold_min_tokens`` more. A chat turn that restored its
+    conversation and evaluated one new message gets no prompt row: its finish row holds the same
+    prefix for the next turn, a resend of the same prompt re-evaluates only that message, and the
+    row would cost a second copy of the whole context per request (llama-server saves once a turn).
+    """
+    if n_prompt < policy.min_tokens:
+        return False
+    return n_restored <= 0 or n_prompt - n_restored >= policy.cold_min_tokens
+
+
 def should_save(
     policy: SavePolicy,
     reason: SaveReason | str,

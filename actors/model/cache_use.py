@@ -20,7 +20,7 @@ from typing import Any
 
 from actors.cache.client import EXACT
 from actors.cache.kvc import RowMeta
-from actors.cache.policy import SavePolicy, should_save
+from actors.cache.policy import SavePolicy, prompt_row_due, should_save
 from actors.model.backend import Backend
 from actors.model.errors import LlamaError
 from actors.model.request import HitKind, Request
@@ -93,7 +93,7 @@ class CacheUse:
     def prompt_logits(self, req: Request) -> bytes | None:
         """Logits worth saving with a whole-prompt row, or None when no such save is due."""
         if (not self.on(req) or req.seq is None or req.pos != len(req.target)
-                or req.pos < self.policy.min_tokens or req.pos in req.saved):
+                or not prompt_row_due(self.policy, req.pos, req.read) or req.pos in req.saved):
             return None
         try:
             return self.backend.get_logits(req.seq)

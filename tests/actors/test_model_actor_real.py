@@ -176,3 +176,30 @@ def test_crashes_mid_stream_restart_and_saved_rows_still_hit(tmp_path: Path) -> 
             r = s.complete("smol", prompt, max_tokens=8)
             assert r.cache_hit_kind == "exact" and r.generated == base.generated
             assert s.list_models()[0]["restarts"] == i + 1
+
+
+def test_a_chat_turn_saves_one_row_and_a_cold_prompt_two(tmp_path: Path) -> None:
+    # The default policy: a cold prompt keeps a whole-prompt row (a resend is an exact hit) and a finish
+    # row; a turn that restored the conversation and added one message keeps its finish row only.
+    with running_system(tmp_path, default_tier="ram", policy=SavePolicy()) as s:
+        s.load_model("smol", context=CONTEXT)
+
+        def saves() -> int:
+            return int(s.status("smol")["counters"]["saves"])
+
+        prompt = real_tokens(s, SYSTEM * 2 + " Customer: do you sell ladders?")
+        assert 64 <= len(prompt) < 256  # a row's worth, below the cold boundary save
+        before = saves()
+        t1 = s.complete("smol", prompt, max_tokens=8)
+        assert t1.cache_hit_kind == "cold" and saves() - before == 2
+        p2 = list(t1.context_tokens) + real_tokens(s, " Customer: and paint?", special=False)
+        before = saves()
+        t2 = s.complete("smol", p2, max_tokens=8)
+        assert t2.cache_hit_kind == "partial" and t2.cache_delta.read == t1.committed_tokens
+        assert saves() - before == 1
+        again = s.complete("smol", prompt, max_tokens=8)
+        assert again.cache_hit_kind == "exact" and again.generated == t1.generated
+
+
+def real_tokens(s: System, text: str, special: bool = True) -> list[int]:
+    return list(s.tokenize("smol", text, add_special=special))

@@ -14,6 +14,7 @@ from actors.cache.policy import (
     cold_save_length,
     cold_split,
     continued_save_length,
+    prompt_row_due,
     should_save,
     trimmed_length,
 )
@@ -67,6 +68,28 @@ def test_gates(p: SavePolicy, n: int, last: int) -> None:
     c = continued_save_length(p, n, last)
     if c:
         assert last < c <= n and c % p.boundary_align_tokens == 0
+
+
+@PROPS
+@given(policies(), st.integers(0, 5000), st.integers(0, 5000))
+def test_a_prompt_row_needs_a_prompt_worth_it_and_enough_new_tokens(p: SavePolicy, n: int, restored: int) -> None:
+    assume(restored <= n)
+    due = prompt_row_due(p, n, restored)
+    if n < p.min_tokens:
+        assert not due
+    elif restored == 0:
+        assert due  # a cold prompt: a resend is an exact hit
+    else:
+        assert due == (n - restored >= p.cold_min_tokens)
+    if due and restored:
+        assert prompt_row_due(p, n, 0)  # restoring less never takes a row away
+
+
+def test_a_chat_turn_gets_no_prompt_row() -> None:
+    p = SavePolicy()
+    assert prompt_row_due(p, 400, 0)  # the first turn: a cold system prompt
+    assert not prompt_row_due(p, 520, 470)  # a later turn: the conversation restored, one message new
+    assert prompt_row_due(p, 3000, 470)  # a long document after a cached prefix
 
 
 def test_cold_gate_examples() -> None:

@@ -60,7 +60,10 @@ def test_raw_stream_is_sse_ending_in_done(served: Served) -> None:
 
 
 def test_repeated_prefix_reports_cached_tokens(client: openai.OpenAI) -> None:
-    msgs = chat("Do you cut keys on Sundays?")
+    # A prompt no earlier test cached (its first words differ): a cold prompt keeps a whole-prompt row,
+    # so sending it again is an exact hit.
+    msgs = [{"role": "system", "content": "Repeat check. " + SYSTEM},
+            {"role": "user", "content": "Do you cut keys on Sundays?"}]
     first = client.chat.completions.create(model="smol", messages=msgs, max_tokens=8, temperature=0)
     again = client.chat.completions.create(model="smol", messages=msgs, max_tokens=8, temperature=0)
     assert again.usage.prompt_tokens_details.cached_tokens > 0
