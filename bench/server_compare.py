@@ -12,8 +12,10 @@ Sections (one JSON object on stdout, progress on stderr):
 * ``chat``: 6 users x 6 turns interleaved, each user its own ~400-token
   system prompt, the whole conversation resent every turn, 16 new tokens per
   reply: llama-server (``--cache-ram`` default, 8 GiB), ours through the
-  Python API with a ram-only cache and with ram + disk tiers, and (with
-  ``--ours-http URL``) ours through an OpenAI-compatible HTTP server; total
+  Python API with a ram-only cache and with ram + disk tiers, the same
+  engine in this process with no actors (``engine_driver``: what hosting
+  costs, apart from what the engine costs), and ours through our
+  OpenAI-compatible HTTP server (or ``--ours-http URL``); total
   wall, prompt tokens evaluated, and the engine's own limit: our evaluated
   and generated tokens at the raw binding's prefill and decode rates;
 * ``chat_small_ram``: the same chat with a 32 MiB RAM prompt cache for both
@@ -57,6 +59,7 @@ from bench_util import (
     stop_cleanly_on_sigterm,
     tier_dirs,
 )
+from engine_driver import InProcessEngine
 from llama_server_peer import JsonClient, LlamaServer, ServerOptions
 from workloads import STORY, ChatScript, after_reply, chat_messages, next_prompt
 
@@ -272,6 +275,10 @@ def section_chat(tok: Tokenizer, script: ChatScript, reps: int, threads: int, re
             disk_system = stack.enter_context(ours(ram_cache(tmp / "b", disk=True), threads))
             drivers["ours_disk"] = ActorsDriver(disk_system)
             own_engines(*system.pids(), *disk_system.pids())
+            engine = InProcessEngine(ram_cache(tmp / "e"), {"n_ctx": N_CTX, "n_seq_max": 1, "n_threads": threads})
+            stack.callback(engine.close)
+            engine.complete(tok.system(STORY, 64), 4)  # page faults and thread start-up, as ours() does
+            drivers["engine_in_process"] = engine
             url = http_url or our_http(stack, system)
             drivers["llama_server_http"] = OpenAIChatDriver(f"http://127.0.0.1:{srv.port}")
             if url:
@@ -302,6 +309,10 @@ def section_chat(tok: Tokenizer, script: ChatScript, reps: int, threads: int, re
     out = {n: summarize(r) for n, r in runs.items()}
     ls, us = out["llama_server"]["wall_s"]["median"], out["ours"]["wall_s"]["median"]
     out["ours_over_llama_server_wall"] = round(us / ls, 3)
+    if "engine_in_process" in out:  # what hosting the engine in the tree costs, and what the engine itself does
+        eng = out["engine_in_process"]["wall_s"]["median"]
+        out["ours_over_in_process_wall"] = round(us / eng, 3)
+        out["in_process_over_llama_server_wall"] = round(eng / ls, 3)
     if "ours_disk" in out:
         out["disk_over_ram_wall"] = round(out["ours_disk"]["wall_s"]["median"] / us, 3)
     if "ours_http" in out:

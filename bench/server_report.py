@@ -34,6 +34,11 @@ def goals(s: dict[str, Any]) -> list[dict[str, Any]]:
         if lim is not None:
             add("interleaved chat wall / the engine's own limit (evaluated tokens at raw rates)", lim, "<= 1.05",
                 lim <= 1.05, c)
+        v = chat.get("in_process_over_llama_server_wall")
+        if v is not None:
+            add("interleaved chat wall, our engine in-process (no actors) / llama-server", v, "(info)", None, c)
+            add("interleaved chat wall, ours (actor tree) / the same engine in-process",
+                chat["ours_over_in_process_wall"], "(info)", None, c)
         v = chat.get("disk_over_ram_wall")
         if v is not None:
             add("interleaved chat wall, ram + disk tiers / ram only", v, "<= 1.05", v <= 1.05,
@@ -84,7 +89,8 @@ def goals(s: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def plot(plt: Any, s: dict[str, Any], path: Path) -> Path | None:
-    """Four panels: chat wall, chat evaluated tokens, decode rates, shared cores (median bars, min-max whiskers)."""
+    """Four panels: chat wall (our engine in-process too, where run), chat evaluated tokens, decode rates,
+    shared cores (median bars, min-max whiskers)."""
     chat, small, dec, cores = (s.get(k) or {} for k in ("chat", "chat_small_ram", "decode", "cores"))
     if not (chat or dec or cores):
         return None
@@ -103,7 +109,7 @@ def plot(plt: Any, s: dict[str, Any], path: Path) -> Path | None:
 
     walls, evals, labels = [], [], []
     for name, sec in (("", chat), ("32 MiB, ", small)):
-        for eng in ("llama_server", "ours", "ours_disk", "llama_server_http", "ours_http"):
+        for eng in ("llama_server", "ours", "engine_in_process", "ours_disk", "llama_server_http", "ours_http"):
             if eng in sec:
                 labels.append(name + eng.replace("_", " "))
                 walls.append(sec[eng]["wall_s"])
