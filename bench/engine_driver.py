@@ -35,15 +35,14 @@ class InProcessEngine:
         self._ids = itertools.count()
         self._service = CacheService(cache, writers=0)
         self._backend = LlamaBackend(str(default_model_path()), {}, context)
-        self._replies: dict[str, mm.Completion] = {}
+        self._replies: dict[str, mm.Completion | ErrorReply] = {}
         self.engine = Engine(EngineSettings("engine", policy=cache.policy), self._backend, self._emit,
                              cache=self._service.client(), hooks=EngineHooks(done=lambda _rid: None))
 
     def _emit(self, _dest: Any, msg: Any) -> None:
-        if isinstance(msg, mm.Completion):
+        # Recorded, never raised here: the engine catches what a tick raises and answers with an error.
+        if isinstance(msg, (mm.Completion, ErrorReply)):
             self._replies[msg.req_id] = msg
-        elif isinstance(msg, ErrorReply):
-            raise RuntimeError(f"in-process engine: {msg.reason}: {msg.detail}")
 
     def complete(self, prompt: list[int], max_tokens: int) -> dict[str, Any]:
         rid = f"e{next(self._ids)}"
@@ -52,6 +51,8 @@ class InProcessEngine:
         while self.engine.has_work():
             self.engine.tick()
         r = self._replies.pop(rid)
+        if isinstance(r, ErrorReply):
+            raise RuntimeError(f"in-process engine: {r.reason}: {r.detail}")
         st = r.stats
         return {"tokens": list(r.generated), "evaluated": st["prompt_tokens"] - r.cache_delta.read,
                 "cached": r.cache_delta.read, "prefill_s": st["prefill_ms"] / 1e3, "decode_s": st["decode_ms"] / 1e3,
