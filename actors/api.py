@@ -471,6 +471,10 @@ class System:
         """phase / pending_len / queue_depth / last_cache_hit of a model, read from shared memory (no message)."""
         return self._table().read(model)
 
+    def has_model(self, model: str) -> bool:
+        """Whether the tree holds ``model`` in any state, read from shared memory (no message)."""
+        return self._table().has(model)
+
     def observe_all(self) -> list[ObsRecord]:
         return self._table().read_all()
 

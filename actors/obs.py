@@ -189,6 +189,11 @@ class ObsTable:
                 return self._record(rec)
         return None
 
+    def has(self, model_id: str) -> bool:
+        """Whether a slot holds ``model_id`` (its id field only: no record, no liveness check)."""
+        raw_id = model_id.encode()[:64]
+        return any(rec[4] and rec[10].rstrip(b"\0") == raw_id for rec in map(self._raw, range(self.n_slots)))
+
     def read_all(self) -> list[ObsRecord]:
         return [self._record(rec) for rec in (self._raw(s) for s in range(self.n_slots)) if rec[4]]
 

@@ -3,14 +3,17 @@
     .venv/bin/python bench/http_bench.py            # JSON report on stdout, bench/out/http.json, bench/out/http.png
     .venv/bin/python bench/http_bench.py --quick    # a smoke-size run (code check, not a figure)
 
-One actor tree on the bundled model and the HTTP server beside it (as ``serve --http`` runs it).
-The same ~512-token chat prompt, saved once, is then an exact hit every time; each round measures,
-in alternating order, the time to the first model event for
+The server runs as users run it: ``llama-actors serve --http`` in its own process, on the bundled
+model.  This process attaches a ``System`` to that tree for the Python side, so both clients reach
+the same model from outside the server.  The same ~450-token chat, saved once, is then an exact hit
+every time; each round measures, in alternating order, the time to the first model event for
 
-* ``python``: ``System.infer`` (the client inbox thread, then a queue),
-* ``http``: a raw streaming POST over a kept-alive connection (httpx): the server's asyncio bridge,
-  JSON and SSE framing, the socket,
-* ``openai``: the official ``openai`` client's streaming call (its own request building and parsing).
+* ``python``: ``System.infer`` with the same chat (the model renders and tokenizes it, as over HTTP),
+* ``http``: a raw streaming POST over a kept-alive connection (httpx): the request parsed, the server's
+  asyncio bridge, JSON and SSE framing, both sockets,
+* ``openai``: the official ``openai`` client's streaming call (its own request building and parsing),
+* ``python_tokens`` (info): ``System.infer`` with the chat already tokenized (no render, no tokenize),
+* ``static`` (info): ``GET /`` of the static page, the HTTP round trip alone on this machine.
 
 Goal: ``http`` adds at most 2 ms over ``python`` (medians).  ``disconnect_to_idle``: a streaming
 client closes its connection mid-generation; time until the model's phase reads ``idle`` in shared
@@ -23,29 +26,29 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import http_servers
 from bench_util import (  # puts the repository on sys.path
     SYSTEM_TEXT,
     competing,
     log,
-    running_system,
     spread,
     stop_cleanly_on_sigterm,
 )
 
-from actors.config import HttpSettings
-from actors.http.server import HttpServer
+from actors.api import System
 from actors.model import messages as mm
 
 OUT = Path(__file__).resolve().parent / "out"
 MODEL = "smol"
 
 
-def python_ttft(system: Any, tokens: list[int]) -> float:
+def python_ttft(system: Any, prompt: Any) -> float:
     t0 = time.perf_counter()
-    stream = system.infer(MODEL, tokens, max_tokens=2)
+    stream = system.infer(MODEL, prompt, max_tokens=2)
     first = None
     for ev in stream:
         if first is None and isinstance(ev, mm.TokenChunk):
@@ -80,6 +83,14 @@ def openai_ttft(oa: Any, messages: list[dict[str, str]]) -> float:
     return first if first is not None else float("nan")
 
 
+def static_rtt(client: Any, url: str) -> float:
+    t0 = time.perf_counter()
+    r = client.get(url + "/")
+    r.read()
+    assert r.status_code == 200
+    return time.perf_counter() - t0
+
+
 def disconnect_to_idle(system: Any, client: Any, url: str, body: dict[str, Any]) -> float:
     with client.stream("POST", url + "/v1/chat/completions", json={**body, "max_tokens": 400}) as r:
         lines = r.iter_lines()
@@ -102,12 +113,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     except ImportError:
         log("matplotlib missing: no plot")
         return
-    names = ["python", "http", "openai"]
+    names = ["python_tokens", "python", "http", "openai", "static"]
     med = [report["ttft_ms"][n]["median"] for n in names]
     lo = [m - report["ttft_ms"][n]["p10"] for m, n in zip(med, names, strict=True)]
     hi = [report["ttft_ms"][n]["p90"] - m for m, n in zip(med, names, strict=True)]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, med, yerr=[lo, hi], capsize=6, color=["#4a7", "#47a", "#a74"])
+    ax.bar(names, med, yerr=[lo, hi], capsize=6, color=["#9c9", "#4a7", "#47a", "#a74", "#aaa"])
     ax.set_ylabel("exact-hit TTFT, ms (median, p10-p90)")
     ax.set_title(f"{report['prompt_tokens']}-token prompt, SmolLM2-135M: HTTP adds "
                  f"{report['http_overhead_ms']:.2f} ms")
@@ -127,34 +138,43 @@ def main() -> int:
     import openai
 
     before = competing()
-    with running_system(None) as system:
-        system.load_model(MODEL, context={"n_ctx": 4096, "n_seq_max": 2, "n_threads": a.threads})
-        with HttpServer(system, HttpSettings(port=0)) as server, httpx.Client(timeout=120) as client:
+    with http_servers.ours(a.threads, 4096, 2, 8) as srv, httpx.Client(timeout=120) as client:
+        assert srv.admin_port is not None
+        system = System.attach(srv.admin_port)
+        try:
+            url = f"http://{http_servers.LOOPBACK}:{srv.port}"
             messages = [{"role": "system", "content": SYSTEM_TEXT * 7}, {"role": "user", "content": "Open Sunday?"}]
+            chat = mm.ChatPrompt(tuple(messages))
             tokens = system.apply_chat_template(MODEL, messages, tokenize=True)
             body = {"model": MODEL, "messages": messages, "max_tokens": 2, "temperature": 0, "stream": True,
                     "stream_options": {"include_usage": True}}
-            oa = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, http_client=client)
+            oa = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, http_client=client)
             system.complete(MODEL, tokens, max_tokens=1)  # cold: saves the prompt row with its logits
+            runs: dict[str, Callable[[], float]] = {
+                "python": lambda: python_ttft(system, chat),
+                "http": lambda: http_ttft(client, url, body),
+                "openai": lambda: openai_ttft(oa, messages),
+                "python_tokens": lambda: python_ttft(system, tokens),
+                "static": lambda: static_rtt(client, url),
+            }
             for _ in range(2):  # warm every path once (connections, imports)
-                python_ttft(system, tokens), http_ttft(client, server.url, body), openai_ttft(oa, messages)
-            samples: dict[str, list[float]] = {"python": [], "http": [], "openai": []}
+                for run in runs.values():
+                    run()
+            samples: dict[str, list[float]] = {name: [] for name in runs}
             for i in range(rounds):
-                order = ["python", "http", "openai"] if i % 2 == 0 else ["openai", "http", "python"]
+                order = list(runs) if i % 2 == 0 else list(reversed(runs))
                 for name in order:
-                    if name == "python":
-                        samples[name].append(python_ttft(system, tokens))
-                    elif name == "http":
-                        samples[name].append(http_ttft(client, server.url, body))
-                    else:
-                        samples[name].append(openai_ttft(oa, messages))
-            idle = [disconnect_to_idle(system, client, server.url, body) for _ in range(3 if a.quick else 10)]
+                    samples[name].append(runs[name]())
+            idle = [disconnect_to_idle(system, client, url, body) for _ in range(3 if a.quick else 10)]
+        finally:
+            system.close()
     ttft = {k: spread(v, 1e3) for k, v in samples.items()}
     report = {
         "prompt_tokens": len(tokens), "rounds": rounds, "n_threads": a.threads, "quick": a.quick,
         "ttft_ms": ttft,
         "http_overhead_ms": round(ttft["http"]["median"] - ttft["python"]["median"], 3),
         "openai_client_overhead_ms": round(ttft["openai"]["median"] - ttft["python"]["median"], 3),
+        "chat_render_ms": round(ttft["python"]["median"] - ttft["python_tokens"]["median"], 3),
         "goal_http_overhead_ms": 2.0,
         "disconnect_to_idle_ms": spread(idle, 1e3),
         "goal_disconnect_to_idle_ms": 100.0,

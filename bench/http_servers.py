@@ -112,6 +112,7 @@ class ServerProcess:
         self.tree_fn = tree
         self.tree: list[Any] = []  # psutil.Process handles
         self.start_timeout = start_timeout
+        self.admin_port: int | None = None  # ours only: where a Python client attaches to its tree
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix=f"http-compare-{name}-", suffix=".log", delete=False)  # noqa: SIM115
 
@@ -214,6 +215,7 @@ def ours(threads: int, n_ctx: int, n_seq_max: int, queue: int) -> Iterator[Serve
         cmd = [sys.executable, "-m", "actors", "serve", "--config", str(cfg), "--port", str(admin),
                "--http", f"{LOOPBACK}:{port}"]
         with ServerProcess("ours", cmd, port, "/health", tree, cfg.read_text()) as srv:
+            srv.admin_port = admin
             yield srv
 
 

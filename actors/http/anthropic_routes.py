@@ -22,15 +22,14 @@ ENDPOINT = "messages"
 
 async def _events(p: Prepared, first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     enc = wire.MessageStream(p.call, p.rid, prompt_count(first, p.prompt_tokens))
-    for name, obj in enc.start():
-        yield sse.event(name, obj)
     try:
         async with contextlib.aclosing(events):  # type: ignore[type-var]
-            for name, obj in enc.feed(first):
-                yield sse.event(name, obj)
+            # One write per model event: the start events and the first delta leave together.
+            yield b"".join(sse.event(name, obj) for name, obj in [*enc.start(), *enc.feed(first)])
             async for ev in events:
-                for name, obj in enc.feed(ev):
-                    yield sse.event(name, obj)
+                out = enc.feed(ev)
+                if out:
+                    yield b"".join(sse.event(name, obj) for name, obj in out)
     except ApiError as e:  # after the headers: the documented ``error`` event ends the stream
         yield stream_error(e, "anthropic")
 

@@ -9,7 +9,9 @@ kept core FastAPI itself is built on.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -66,8 +68,17 @@ def create_app(gateway: Gateway, settings: HttpSettings) -> Starlette:
                                      allow_methods=["GET", "POST"], allow_headers=["*"]))
     keys = tuple(k.reveal() for k in settings.api_keys)
     middleware.append(Middleware(ApiKeyCheck, keys=keys))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await gateway.bridge.start()  # the loop's own inbox, before the first request
+        try:
+            yield
+        finally:
+            gateway.bridge.local.close()
+
     app = Starlette(routes=[*openai_routes.routes, *anthropic_routes.routes, *ops_routes.routes],
-                    middleware=middleware)
+                    middleware=middleware, lifespan=lifespan)
     app.state.gateway = gateway
     return app
 

@@ -1,13 +1,14 @@
-"""Thespian replies into asyncio: the client's one inbox, per-request asyncio queues.
+"""Thespian replies into asyncio: per-request asyncio queues fed by two doors, no thread per request.
 
-The HTTP server is a client of the actor tree like ``actors.api.System``
-and uses that client's inbox (``actors.inbox.Inbox``): it always listens (the
-thespian endpoint, and the local Unix-socket inbox models on this host
-write tokens into) and routes each reply by ``req_id``.  Here a request's
-route is a :class:`_LoopSink`, whose ``put`` (run on the inbox's thread)
-hands the message to the event loop with ``loop.call_soon_threadsafe``
-into that request's ``asyncio.Queue``.  So there is no thread per request
-and no polling: a handler awaits its queue and wakes when a message lands.
+A request names two return addresses.  Its stream and reply come through
+the server's own Unix-socket inbox (:class:`~actors.http.loop_inbox.LoopInbox`),
+which the event loop serves itself, so a token reaches its handler with no
+thread hop.  What only thespian can deliver (the supervisor's
+``model_crashed``, a model on another host) arrives at the attached
+``System``'s inbox (``actors.inbox.Inbox``), whose thread hands it to the
+loop with ``loop.call_soon_threadsafe`` (:class:`_LoopSink`).  Both land in
+the same ``asyncio.Queue``, found by ``req_id``; a handler awaits it and
+wakes when a message lands: no polling.
 
 Sends go through one sender thread (``ThreadPoolExecutor(1)``): a
 thespian ``tell`` from an external context blocks until the transport
@@ -26,6 +27,7 @@ from typing import Any
 
 from actors.api import System
 from actors.http.errors import ApiError, from_reason
+from actors.http.loop_inbox import LoopInbox
 from actors.model import messages as mm
 
 _STREAM_EVENTS = (mm.TokenChunk, mm.ThinkingEnd, mm.ToolCallEnd)
@@ -36,13 +38,13 @@ def new_id() -> str:
 
 
 class _LoopSink:
-    """Runs on the inbox thread: one ``call_soon_threadsafe`` per message, never blocks."""
+    """Runs on the client inbox's thread: one ``call_soon_threadsafe`` per message, never blocks."""
 
     __slots__ = ("loop", "queue")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
         self.loop = loop
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.queue = queue
 
     def put(self, msg: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone, drop it
@@ -56,6 +58,18 @@ class Bridge:
         self.system = system
         self._mb = system.inbox()  # the client's inbox thread (started on first use)
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="llama-actors-http-send")
+        self._queues: dict[str, asyncio.Queue[Any]] = {}  # req_id -> its queue; touched on the loop only
+        self.local = LoopInbox(self._deliver, fallback=self._mb.address)
+
+    async def start(self) -> None:
+        """On the server's loop, before the first request: serve the loop's own inbox."""
+        await self.local.start()
+
+    def _deliver(self, msg: Any) -> None:
+        """On the loop: a message from the loop inbox goes to its request (a late one is dropped)."""
+        q = self._queues.get(getattr(msg, "req_id", None))  # type: ignore[arg-type]
+        if q is not None:
+            q.put_nowait(msg)
 
     def _send_now(self, msg: Any) -> None:
         """On the sender thread: ``dest`` may wait for a restarting tree (``System.tree``), which must
@@ -66,11 +80,19 @@ class Bridge:
     def dest(self) -> Any:
         return self.system.tree.models
 
-    def _open(self, msg: Any) -> tuple[Any, _LoopSink]:
-        sink = _LoopSink(asyncio.get_running_loop())
-        msg = replace(msg, reply_to=self._mb.address)
-        self._mb.open(msg.req_id, sink)
-        return msg, sink
+    def _open(self, msg: Any) -> tuple[Any, asyncio.Queue[Any]]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        if isinstance(msg, mm.ModelRequest) and self.local.address is not None:
+            msg = replace(msg, reply_to=self._mb.address, inbox=self.local.address)
+        else:
+            msg = replace(msg, reply_to=self._mb.address)
+        self._queues[msg.req_id] = queue
+        self._mb.open(msg.req_id, _LoopSink(asyncio.get_running_loop(), queue))
+        return msg, queue
+
+    def _finish(self, req_id: str) -> None:
+        self._queues.pop(req_id, None)
+        self._mb.finish(req_id)
 
     async def _send(self, msg: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self._sender, self._send_now, msg)
@@ -82,16 +104,16 @@ class Bridge:
 
     async def call(self, msg: Any, timeout: float = 60.0) -> Any:
         """One request, one reply; an ``ErrorReply`` raises :class:`ApiError`."""
-        msg, sink = self._open(msg)
+        msg, queue = self._open(msg)
         try:
             await self._send(msg)
             try:
-                reply = await asyncio.wait_for(sink.queue.get(), timeout)
+                reply = await asyncio.wait_for(queue.get(), timeout)
             except asyncio.TimeoutError:
                 raise ApiError(504, "timeout", f"no reply from model {getattr(msg, 'model', '?')} "
                                                f"within {timeout:.0f} s") from None
         finally:
-            self._mb.finish(msg.req_id)
+            self._finish(msg.req_id)
         if isinstance(reply, mm.ErrorReply):
             raise from_reason(reply.reason, reply.detail)
         return reply
@@ -104,13 +126,13 @@ class Bridge:
         early (client disconnect, cancellation), the request is cancelled
         in the model before this returns, so its sequence is freed.
         """
-        msg, sink = self._open(msg)
+        msg, queue = self._open(msg)
         finished = False
         try:
             await self._send(msg)
             while True:
                 try:
-                    ev = await asyncio.wait_for(sink.queue.get(), idle_timeout)
+                    ev = await asyncio.wait_for(queue.get(), idle_timeout)
                 except asyncio.TimeoutError:
                     raise ApiError(504, "timeout", f"model {msg.model} sent nothing for {idle_timeout:.0f} s") from None
                 if isinstance(ev, _STREAM_EVENTS):
@@ -123,12 +145,13 @@ class Bridge:
                     finished = True
                     raise from_reason(ev.reason, ev.detail)
         finally:
-            self._mb.finish(msg.req_id)
+            self._finish(msg.req_id)
             if not finished:
                 self.send_nowait(mm.Cancel(msg.model, new_id(), self._mb.address, target=msg.req_id))
 
     def close(self) -> None:
         self._sender.shutdown(wait=True, cancel_futures=False)
+        self.local.close()
 
 
 __all__ = ["Bridge", "new_id"]

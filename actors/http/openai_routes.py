@@ -26,11 +26,11 @@ async def _events(p: Prepared, first: Any, events: AsyncIterator[Any], text_comp
     enc = wire.ChatStream(p.call, p.rid, prompt_count(first, p.prompt_tokens), text_completion=text_completion)
     try:
         async with contextlib.aclosing(events):  # type: ignore[type-var]
-            for chunk in enc.feed(first):
-                yield sse.data(chunk)
+            yield b"".join(sse.data(chunk) for chunk in enc.feed(first))  # one write per model event
             async for ev in events:
-                for chunk in enc.feed(ev):
-                    yield sse.data(chunk)
+                out = enc.feed(ev)
+                if out:
+                    yield b"".join(sse.data(chunk) for chunk in out)
     except ApiError as e:  # a crash or a failure after the headers went out: an error event, never a hang
         yield stream_error(e, "openai")
     yield sse.DONE

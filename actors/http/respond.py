@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -19,7 +20,6 @@ from actors.http.service import Gateway, Prepared
 from actors.model import messages as mm
 
 MAX_BODY = 32 << 20
-T = TypeVar("T")
 SESSION_HEADERS = ("x-session-id", "x-llama-actors-session")
 
 
@@ -64,31 +64,55 @@ def stream_error(err: ApiError, api: str) -> bytes:
     return sse.data(openai_body(err))
 
 
-class EventStream(StreamingResponse):
-    """An SSE response that notices a client going away even while no event is due (a long prefill),
-    cancels its body generator at once (so the model request is cancelled), and runs ``on_close``
-    however it ends: finished, client gone, or never started."""
+class ClientGone(Exception):
+    """The client disconnected while its request was being served."""
 
-    def __init__(self, body: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
-        super().__init__(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-        self._body = body
-        self._on_close = on_close
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stream = asyncio.ensure_future(self.stream_response(send))
-        watch = asyncio.ensure_future(client_gone(receive))
+class ClientWatch:
+    """Notices a client going away at any time, and cancels the task it guards at once.
+
+    One watcher per request, from the first byte of the body to the last
+    event: while the model prefills (no event due yet) and while the
+    stream is written.  It cancels the guarded task itself rather than
+    racing it against the work with ``asyncio.wait``: the work stays in
+    the handler's own task, so the first event reaches the socket with no
+    task switch on the way (each one costs a loop turn on a machine whose
+    cores the model is using at that moment).
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = False
+        self._holder: asyncio.Task[Any] | None = None
+        self._task = asyncio.ensure_future(client_gone(receive))
+        self._task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled():
+            return
+        task.exception()  # retrieved: a receive that failed means the connection is gone too
+        self.gone = True
+        if self._holder is not None:
+            self._holder.cancel()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run the block in this task; raise :class:`ClientGone` if the client leaves during it."""
+        if self.gone:
+            raise ClientGone
+        task = asyncio.current_task()
+        assert task is not None
+        self._holder = task
         try:
-            await asyncio.wait({stream, watch}, return_when=asyncio.FIRST_COMPLETED)
+            yield
+        except asyncio.CancelledError:
+            if self.gone and task.uncancel() == 0:  # our cancel, not the server's shutdown
+                raise ClientGone from None
+            raise
         finally:
-            for task in (stream, watch):
-                task.cancel()
-            results = await asyncio.gather(stream, watch, return_exceptions=True)
-            try:
-                await self._body.aclose()  # type: ignore[attr-defined]
-            finally:
-                self._on_close()
-        if isinstance(results[0], Exception) and not isinstance(results[0], OSError):
-            raise results[0]  # a bug in the stream itself, not a client that left
+            self._holder = None
+
+    def close(self) -> None:
+        self._task.cancel()
 
 
 async def client_gone(receive: Receive) -> None:
@@ -97,19 +121,32 @@ async def client_gone(receive: Receive) -> None:
         pass
 
 
-async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
-    """``work``'s result, or None when the client disconnects first; then ``work`` is cancelled, which
-    cancels the model request (a non-streaming client that gave up must not keep a sequence busy)."""
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(client_gone(request.receive))
-    try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, watch, return_exceptions=True)
-    return None if task.cancelled() else task.result()
+class EventStream(StreamingResponse):
+    """An SSE response written from the handler's task under the request's :class:`ClientWatch`; a client
+    that leaves cancels the body generator at once (so the model request is cancelled), and ``on_close``
+    runs however it ends: finished, client gone, or never started."""
+
+    def __init__(self, body: AsyncIterator[bytes], on_close: Callable[[], None], watch: ClientWatch) -> None:
+        super().__init__(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        self._body = body
+        self._on_close = on_close
+        self._watch = watch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            with self._watch.guard():
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                async for chunk in self._body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (ClientGone, OSError):
+            pass  # the client left: nothing more to write
+        finally:
+            self._watch.close()
+            try:
+                await self._body.aclose()  # type: ignore[attr-defined]
+            finally:
+                self._on_close()
 
 
 @dataclass(frozen=True)
@@ -132,27 +169,32 @@ async def serve_generation(request: Request, g: Generation) -> Response:
     and the first bytes go out when they would anyway (the first token)."""
     gw: Gateway = request.app.state.gateway
     release = None
+    watch = None
     try:
         call = g.parse(await read_json(request), request)
         gw.check_model(call.model)
         release = gw.acquire(call.model)
         p = gw.prepare(call)
+        watch = ClientWatch(request.receive)
         if call.stream:
             events = gw.generate(p, g.endpoint)
             try:
-                first = await unless_client_leaves(request, anext(events))
+                with watch.guard():
+                    first = await anext(events)
             except StopAsyncIteration:
                 raise ApiError(500, "bad_reply", "the model ended the request without a result") from None
-            if first is None:
+            except ClientGone:
                 await events.aclose()  # type: ignore[attr-defined]
                 count(request, g.endpoint, 499)
                 return Response(status_code=499)
             count(request, g.endpoint, 200)
-            stream = EventStream(g.events(p, first, events), release)
-            release = None  # the stream owns the place now, and gives it back however it ends
+            stream = EventStream(g.events(p, first, events), release, watch)
+            release = watch = None  # the stream owns the place and the watch now, and ends both however it ends
             return stream
-        result = await unless_client_leaves(request, gw.complete(p, g.endpoint))
-        if result is None:
+        try:
+            with watch.guard():
+                result = await gw.complete(p, g.endpoint)
+        except ClientGone:
             count(request, g.endpoint, 499)  # the client went away; nothing to answer
             return Response(status_code=499)
         count(request, g.endpoint, 200)
@@ -161,9 +203,11 @@ async def serve_generation(request: Request, g: Generation) -> Response:
         count(request, g.endpoint, e.status)
         return error_response(e, g.api)
     finally:
+        if watch is not None:
+            watch.close()
         if release is not None:
             release()
 
 
-__all__ = ["EventStream", "Generation", "count", "error_response", "read_json", "serve_generation", "session_of",
-           "stream_error"]
+__all__ = ["ClientGone", "ClientWatch", "EventStream", "Generation", "count", "error_response", "read_json",
+           "serve_generation", "session_of", "stream_error"]

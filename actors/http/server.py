@@ -18,6 +18,7 @@ import ipaddress
 import socket
 import threading
 import time
+from typing import Any
 
 from actors.api import System
 from actors.config import HttpSettings
@@ -83,7 +84,7 @@ class HttpServer:
         self.port = sock.getsockname()[1]
         gw = Gateway(self.system, self.settings)
         self._gateway = gw
-        config = uvicorn.Config(create_app(gw, self.settings), log_level="warning", access_log=False, lifespan="off",
+        config = uvicorn.Config(create_app(gw, self.settings), log_level="warning", access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=2, timeout_keep_alive=30)
         server = uvicorn.Server(config)
         self._server = server
@@ -96,6 +97,11 @@ class HttpServer:
                 raise RuntimeError("the HTTP server did not start")
             time.sleep(0.01)
         return self
+
+    @property
+    def gateway(self) -> Any:
+        """The running server's ``Gateway`` (None when stopped): its bridge, metrics and queue places."""
+        return self._gateway
 
     @property
     def url(self) -> str:

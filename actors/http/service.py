@@ -58,7 +58,11 @@ class Gateway:
 
     def check_model(self, model: str) -> None:
         """404 for a model the tree does not know (read from shared memory: no round trip)."""
-        if self.observe(model) is None:
+        try:
+            known = self.system.has_model(model)
+        except ModelError:
+            known = False
+        if not known:
             raise ApiError(404, "model_not_found", f"no model {model!r} is loaded", "model")
 
     def limit(self, model: str) -> int:

@@ -59,6 +59,18 @@ def test_raw_stream_is_sse_ending_in_done(served: Served) -> None:
     assert all(json.loads(d)["object"] == "chat.completion.chunk" for _, d in events[:-1])
 
 
+def test_a_stream_reaches_the_server_through_its_loop_inbox(served: Served) -> None:
+    """Tokens come through the socket the server's event loop reads (no thread hop), not the fallback."""
+    inbox = served.server.gateway.bridge.local
+    before = inbox.received
+    body = {"model": "smol", "messages": chat("Hi there"), "max_tokens": 6, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    r = httpx.post(served.url + "/v1/chat/completions", json=body, timeout=60)
+    usage = json.loads(sse.parse(r.content)[-2][1])["usage"]
+    # One frame per generated token at least, and the final reply.
+    assert inbox.received - before >= usage["completion_tokens"] + 1
+
+
 def test_repeated_prefix_reports_cached_tokens(client: openai.OpenAI) -> None:
     # A prompt no earlier test cached (its first words differ): a cold prompt keeps a whole-prompt row,
     # so sending it again is an exact hit.
