@@ -247,6 +247,10 @@ class Engine:
         self._apply_adapter_ops()
         self.admission.admit(bool(self.adapters.waiting))
         reqs = sorted(self.active.values(), key=lambda r: r.order)
+        for req in reqs:
+            if req.last_token_due():
+                self.gen.last_token(req)
+        reqs = [r for r in reqs if r.phase is not Phase.DONE]
         work = [w for w in (r.work() for r in reqs) if w is not None]
         rows = plan_batch(work, self.n_batch, self.chunk)
         if not rows:

@@ -96,6 +96,24 @@ class Generation:
             if n and n == req.pos:
                 self.cache.save(req, "continued")
 
+    def last_token(self, req: Request) -> None:
+        """Take the request's final token from its pending logits without a step (``Request.last_token_due``).
+
+        The same sampler a decode row would use, so the token is the one that row would have
+        sampled; if sampling fails here, the request is left to the decode row as before."""
+        sampler, greedy = self.decode_sampler(req)
+        try:
+            tok = self.backend.sample(req.seq, sampler)
+        except LlamaError:
+            return
+        if tok is None:
+            return
+        eog = self.backend.is_eog(tok)
+        req.logits = False
+        if greedy and not eog:
+            self.accept(req, [tok])
+        self.on_token(req, tok, decoded=False, eog=eog)
+
     def decode_sampler(self, req: Request) -> tuple[Any, bool]:
         """The sampler for this request's next decode row, and whether it is the shared greedy one.
 

@@ -111,6 +111,18 @@ class Request:
     def wants_token(self) -> bool:
         return len(self.generated) < self.options.max_tokens
 
+    def last_token_due(self) -> bool:
+        """Logits are pending and exactly one token is left to generate: it is sampled, never decoded.
+
+        A decode row samples and then evaluates its token, so the evaluation
+        of a reply's final token would serve nothing in this request (one
+        whole step per request: a sixteenth of a 16-token reply's decode).
+        The sequence and its saved row then end before that token; a next
+        turn that sends it back prefills it with its own new tokens.
+        """
+        return (self.phase is Phase.GENERATING and self.logits and self.pos == len(self.target)
+                and len(self.generated) + 1 == self.options.max_tokens and self.kind is not Kind.PREFILL_ONLY)
+
     def add_token(self, token: int, decoded: bool) -> None:
         """Record a generated (or forced) token; a token not decoded reaches KV by the next prefill slice."""
         self.generated.append(token)

@@ -35,6 +35,26 @@ def test_complete_is_deterministic_and_text_matches_tokens() -> None:
     assert sorted(out.done) == sorted({m.req_id for _, m in out.sent})
 
 
+@pytest.mark.parametrize("max_tokens", [2, 3, 12])
+def test_a_reply_of_n_tokens_takes_n_minus_one_decode_steps(max_tokens: int) -> None:
+    """The first token comes from the prompt's logits and the last is sampled without being evaluated (nothing in
+    this request reads its KV), so a reply of n tokens costs n - 1 steps after the prompt's, not n."""
+
+    def run_once(n: int) -> tuple[int, mm.Completion]:
+        out = Outbox()
+        eng, _be = make_engine(out)
+        r = complete(eng, out, PROMPT, max_tokens=n)
+        assert isinstance(r, mm.Completion) and len(r.generated) == n and r.finish_reason == "length"
+        return eng.counters["steps"], r
+
+    prompt_steps, _ = run_once(1)  # the prompt's prefill; its first token needs no step
+    steps, r = run_once(max_tokens)
+    assert steps - prompt_steps == max_tokens - 1
+    n_prompt = r.stats["prompt_tokens"]
+    assert r.committed_tokens == n_prompt + max_tokens - 1  # the sequence ends before the last token
+    assert r.context_tokens[n_prompt:] == r.generated[:-1]
+
+
 def test_fifo_admission_beyond_slots() -> None:
     out = Outbox()
     eng, _be = make_engine(out, n_seq_max=2, n_batch=64)

@@ -47,6 +47,12 @@ def test_cold_then_exact_warm_identical(real: System) -> None:
     warm = real.complete("smol", prompt, max_tokens=12)
     assert warm.cache_hit_kind == "exact"
     assert warm.generated == first.generated and warm.reply == first.reply
+    # Two tokens on an exact hit: the first from the restored logits, the second sampled after one step that
+    # evaluates the first, and never evaluated itself (nothing in this request reads it).
+    steps = real.status("smol")["counters"]["steps"]
+    two = real.complete("smol", prompt, max_tokens=2)
+    assert two.finish_reason == "length" and two.generated == first.generated[:2]
+    assert real.status("smol")["counters"]["steps"] - steps == 1
     n_prompt = warm.stats["prompt_tokens"]
     assert warm.cache_delta.read == n_prompt
     assert warm.stats["ttft_ms"] < first.stats["ttft_ms"]

@@ -32,7 +32,7 @@ def test_complete_infer_and_observe(stub_system: System) -> None:
     assert obs is not None and obs.phase == "idle" and obs.pending_len == 0 and obs.queue_depth == 0
     # the repeated prompt restores the whole-prompt row saved (with its logits) by the first request
     assert stream.result.cache_hit_kind == "exact"
-    assert obs.last_cache_hit == {"kind": "exact", "prefix_len": len(r.context_tokens) - len(r.generated)}
+    assert obs.last_cache_hit == {"kind": "exact", "prefix_len": r.stats["prompt_tokens"]}
     st = s.status("stub")
     assert st["phase"] == "idle" and st["slots"]["n_seq_max"] == 4 and st["state"] == "ready"
 
