@@ -15,6 +15,11 @@ every time; each round measures, in alternating order, the time to the first mod
 * ``python_tokens`` (info): ``System.infer`` with the chat already tokenized (no render, no tokenize),
 * ``static`` (info): ``GET /`` of the static page, the HTTP round trip alone on this machine.
 
+``--baseline CHECKOUT`` also starts the same server from another checkout of this repository (a
+``git worktree`` of an older commit, with ``actors/model/_native*.so`` copied or built) and adds
+``http_baseline``: the same raw POST to it, alternated with the others, so a change to the request
+path is measured before/after in one run, paired, on one machine state.
+
 Goal: ``http`` adds at most 2 ms over ``python`` (medians).  ``disconnect_to_idle``: a streaming
 client closes its connection mid-generation; time until the model's phase reads ``idle`` in shared
 memory (the request cancelled and its sequence freed); goal 100 ms.
@@ -23,6 +28,7 @@ memory (the request cancelled and its sequence freed); goal 100 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -113,12 +119,15 @@ def plot(report: dict[str, Any], path: Path) -> None:
     except ImportError:
         log("matplotlib missing: no plot")
         return
-    names = ["python_tokens", "python", "http", "openai", "static"]
+    order = ("python_tokens", "python", "http", "http_baseline", "openai", "static")
+    names = [n for n in order if n in report["ttft_ms"]]
     med = [report["ttft_ms"][n]["median"] for n in names]
     lo = [m - report["ttft_ms"][n]["p10"] for m, n in zip(med, names, strict=True)]
     hi = [report["ttft_ms"][n]["p90"] - m for m, n in zip(med, names, strict=True)]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, med, yerr=[lo, hi], capsize=6, color=["#9c9", "#4a7", "#47a", "#a74", "#aaa"])
+    colors = {"python_tokens": "#9c9", "python": "#4a7", "http": "#47a", "http_baseline": "#9ab", "openai": "#a74",
+              "static": "#aaa"}
+    ax.bar(names, med, yerr=[lo, hi], capsize=6, color=[colors[n] for n in names])
     ax.set_ylabel("exact-hit TTFT, ms (median, p10-p90)")
     ax.set_title(f"{report['prompt_tokens']}-token prompt, SmolLM2-135M: HTTP adds "
                  f"{report['http_overhead_ms']:.2f} ms")
@@ -132,13 +141,17 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a few rounds: checks the code, not a figure")
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--baseline", type=Path, help="another checkout to serve beside this one (before/after)")
     a = ap.parse_args()
     rounds = 4 if a.quick else a.rounds
     import httpx
     import openai
 
     before = competing()
-    with http_servers.ours(a.threads, 4096, 2, 8) as srv, httpx.Client(timeout=120) as client:
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(http_servers.ours(a.threads, 4096, 2, 8))
+        client = stack.enter_context(httpx.Client(timeout=120))
+        base = stack.enter_context(http_servers.ours(a.threads, 4096, 2, 8, a.baseline)) if a.baseline else None
         assert srv.admin_port is not None
         system = System.attach(srv.admin_port)
         try:
@@ -157,6 +170,9 @@ def main() -> int:
                 "python_tokens": lambda: python_ttft(system, tokens),
                 "static": lambda: static_rtt(client, url),
             }
+            if base is not None:
+                base_url = f"http://{http_servers.LOOPBACK}:{base.port}"
+                runs["http_baseline"] = lambda: http_ttft(client, base_url, body)
             for _ in range(2):  # warm every path once (connections, imports)
                 for run in runs.values():
                     run()
@@ -176,6 +192,9 @@ def main() -> int:
         "openai_client_overhead_ms": round(ttft["openai"]["median"] - ttft["python"]["median"], 3),
         "chat_render_ms": round(ttft["python"]["median"] - ttft["python_tokens"]["median"], 3),
         "goal_http_overhead_ms": 2.0,
+        "baseline": str(a.baseline) if a.baseline else None,
+        "http_change_ms": (round(ttft["http"]["median"] - ttft["http_baseline"]["median"], 3)
+                           if "http_baseline" in ttft else None),
         "disconnect_to_idle_ms": spread(idle, 1e3),
         "goal_disconnect_to_idle_ms": 100.0,
         "machine": {"before": before, "after": competing()},

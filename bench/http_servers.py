@@ -107,12 +107,14 @@ class ServerProcess:
     """
 
     def __init__(self, name: str, cmd: list[str], port: int, ready_path: str,
-                 tree: Callable[[], list[int]] | None = None, config: str = "", start_timeout: float = 300.0) -> None:
+                 tree: Callable[[], list[int]] | None = None, config: str = "", start_timeout: float = 300.0,
+                 cwd: Path | None = None) -> None:
         self.name, self.cmd, self.port, self.ready_path, self.config = name, cmd, port, ready_path, config
         self.tree_fn = tree
         self.tree: list[Any] = []  # psutil.Process handles
         self.start_timeout = start_timeout
         self.admin_port: int | None = None  # ours only: where a Python client attaches to its tree
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix=f"http-compare-{name}-", suffix=".log", delete=False)  # noqa: SIM115
 
@@ -132,7 +134,7 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.cwd)
         try:
             deadline = time.monotonic() + self.start_timeout
             while not http_ok(self.port, self.ready_path):
@@ -198,7 +200,10 @@ def ours_config(threads: int, n_ctx: int, n_seq_max: int, port: int, admin_port:
 
 
 @contextlib.contextmanager
-def ours(threads: int, n_ctx: int, n_seq_max: int, queue: int) -> Iterator[ServerProcess]:
+def ours(threads: int, n_ctx: int, n_seq_max: int, queue: int, checkout: Path | None = None) -> Iterator[ServerProcess]:
+    """``serve --http`` on the bundled model; from ``checkout`` (another tree of this repository, its native
+    module built) instead of this one when given: ``python -m actors`` finds the package in its working
+    directory first."""
     from actors.supervisor import runtime
 
     with tempfile.TemporaryDirectory(prefix="http-compare-") as tmp:
@@ -214,7 +219,7 @@ def ours(threads: int, n_ctx: int, n_seq_max: int, queue: int) -> Iterator[Serve
 
         cmd = [sys.executable, "-m", "actors", "serve", "--config", str(cfg), "--port", str(admin),
                "--http", f"{LOOPBACK}:{port}"]
-        with ServerProcess("ours", cmd, port, "/health", tree, cfg.read_text()) as srv:
+        with ServerProcess("ours", cmd, port, "/health", tree, cfg.read_text(), cwd=checkout) as srv:
             srv.admin_port = admin
             yield srv
 
