@@ -175,6 +175,23 @@ class InboxWriter:
     def tell(self, _dest: Any, msg: Any) -> None:
         self._sock.sendall(encode(msg))
 
+    def try_send(self, frame: bytes) -> bytes:
+        """Write what the socket takes now without blocking; returns the rest (empty: all of it went).
+
+        Raises OSError for a dead reader (its inbox closed), like ``tell``."""
+        view = memoryview(frame)
+        while view:
+            try:
+                n = self._sock.send(view, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            view = view[n:]
+        return bytes(view)
+
+    def send_raw(self, data: bytes) -> None:
+        """The rest of a frame ``try_send`` began (blocking)."""
+        self._sock.sendall(data)
+
     def exit_clone(self) -> None:
         self._sock.close()
 

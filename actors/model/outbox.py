@@ -25,6 +25,12 @@ beside its reply; every one of those cycles is taken from llama.cpp's
 threads.  Anything eager in the lane sends the lazy ones before it, in
 order, and ``flush``/``close`` send everything at once.
 
+A lane to a client's local inbox is also written from the posting thread itself when it is idle
+(nothing queued, nothing being sent): one non-blocking write of the frame, no thread woken.  A
+streamed token used to wake the lane's thread, which then ran beside llama.cpp's threads between
+two steps, on a core one of them was spinning on; only a write the socket will not take at once
+(a slow reader, a full buffer) goes on through the thread, whole frames and order kept.
+
 A lane whose send fails (the reader is gone: its local inbox closed, its address dead) reports
 each message it could not deliver; the model actor cancels the request a stream event was
 for, so a client that went away stops holding a sequence within a tick.  A crash inside the
@@ -42,7 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.cache.messages import RamRowsChanged, Touch
-from actors.model.local_inbox import InboxWriter, LocalInbox
+from actors.model.local_inbox import InboxWriter, LocalInbox, encode
 from actors.model.messages import RequestDone, TokenChunk
 
 IDLE_LANE_S = 60.0
@@ -97,10 +103,22 @@ def merge_ram_changes(first: RamRowsChanged, then: RamRowsChanged) -> RamRowsCha
     return RamRowsChanged(first.client_id, added, first.removed + then.removed)
 
 
+class _Rest:
+    """The unsent end of a frame the posting thread began writing: the lane thread sends it next."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 class _Lane:
     def __init__(self, dest: Any, make_ctx: Callable[[Any], tuple[Any, Any]],
-                 on_error: Callable[[Any, Exception], None]) -> None:
+                 on_error: Callable[[Any, Exception], None], writer: InboxWriter | None = None) -> None:
         self.dest = dest
+        self.writer = writer  # a local inbox's socket, opened by the poster: the lane may write it directly
+        self.direct = 0  # messages the posting thread wrote itself
+        self.last_post = time.monotonic()
         self.items: deque[Any] = deque()
         self.cv = threading.Condition()
         self.closed = False
@@ -116,6 +134,20 @@ class _Lane:
         with self.cv:
             if self.closed:
                 return False
+            self.last_post = time.monotonic()
+            if self.writer is not None and not self.items and not self.busy:
+                try:
+                    rest = self.writer.try_send(encode(msg))
+                except OSError:
+                    rest = None  # a dead reader: the thread's send reports it, as for any message
+                if rest is not None:
+                    self.direct += 1
+                    if not rest:
+                        self.sent += 1
+                        return True
+                    self.items.append(_Rest(rest))
+                    self.cv.notify()
+                    return True
             self.items.append(msg)
             self.cv.notify()
             return True
@@ -123,12 +155,11 @@ class _Lane:
     def _run(self) -> None:
         ctx = None
         try:
-            ctx, target = self._make_ctx(self.dest)
+            ctx, target = (self.writer, self.dest) if self.writer is not None else self._make_ctx(self.dest)
             while True:
                 with self.cv:
-                    deadline = time.monotonic() + IDLE_LANE_S
                     while not self.items and not self.closed:
-                        left = deadline - time.monotonic()
+                        left = self.last_post + IDLE_LANE_S - time.monotonic()  # direct writes keep it open
                         if left <= 0:
                             self.closed = True
                             break
@@ -144,6 +175,9 @@ class _Lane:
                     self.busy = True
                 for msg in coalesce(batch):
                     try:
+                        if isinstance(msg, _Rest):
+                            ctx.send_raw(msg.data)
+                            continue  # counted when its frame was begun
                         ctx.tell(target, msg)
                         self.sent += 1
                     except Exception as e:  # dead receiver: report, keep the lane for the others
@@ -214,6 +248,14 @@ class Outbox:
                 self._base = ActorSystem("multiprocTCPBase", {"Admin Port": self.admin_port}, transientUnique=True)
             return ExternalContext(self._base._systemBase.external_clone()), dest
 
+    @staticmethod
+    def _local_writer(dest: Any) -> InboxWriter | None:
+        """A connected writer for a local inbox this process can reach (a connect: microseconds), else None."""
+        if isinstance(dest, LocalInbox) and dest.reachable():
+            with contextlib.suppress(OSError):
+                return InboxWriter(dest)
+        return None
+
     def _error(self, msg: Any, exc: Exception) -> None:
         self.errors += 1
         self.last_error = f"{type(msg).__name__}: {exc!r}"
@@ -229,7 +271,7 @@ class Outbox:
             with self._lock:
                 lane = self._lanes.get(key)
                 if lane is None or lane.closed:
-                    lane = self._lanes[key] = _Lane(dest, self._make_ctx, self._error)
+                    lane = self._lanes[key] = _Lane(dest, self._make_ctx, self._error, self._local_writer(dest))
             if lane.post(msg):
                 return
         self._error(msg, RuntimeError("no lane accepted the message"))

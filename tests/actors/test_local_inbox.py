@@ -7,7 +7,10 @@ import os
 import pickle
 import queue
 import stat
+import threading
+import time
 import uuid
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -88,3 +91,57 @@ def test_replies_come_through_the_socket_and_fall_back_to_thespian(stub_system: 
         mb.finish(rid)
     assert isinstance(reply, mm.Completion) and reply.finish_reason == "length"
     assert mb.local.received == seen
+
+
+def _lane(ob: Outbox) -> Any:
+    (lane,) = ob._lanes.values()
+    return lane
+
+
+def test_an_idle_lane_writes_from_the_posting_thread() -> None:
+    got: queue.SimpleQueue[object] = queue.SimpleQueue()
+    server = InboxServer(got.put, fallback="fallback-address")
+    ob = Outbox(admin_port=1)
+    try:
+        chunks = [mm.TokenChunk("r1", f"t{i}", (i,), 0.0) for i in range(20)]
+        for c in chunks:
+            ob.post(server.address, c)
+            assert got.get(timeout=5) == c  # read before the next post: the lane is idle each time
+        assert _lane(ob).direct == 20 and _lane(ob).sent == 20
+    finally:
+        ob.close()
+        server.close()
+
+
+def test_a_reader_that_stops_reading_gets_every_frame_whole_and_in_order() -> None:
+    """Frames the socket will not take at once (a full buffer) go on through the lane's thread."""
+    release = threading.Event()
+    got: list[object] = []
+
+    def slow(msg: object) -> None:
+        release.wait(30)  # the inbox thread stops reading until released: the socket buffer fills
+        got.append(msg)
+
+    server = InboxServer(slow, fallback="fallback-address")
+    ob = Outbox(admin_port=1)
+    try:
+        big = "x" * (64 << 10)
+        chunks = [mm.TokenChunk("r1", f"{i}:{big}", (i,), 0.0) for i in range(40)]  # ~2.6 MB, past any buffer
+        for c in chunks:
+            ob.post(server.address, c)  # never blocks the poster
+        lane = _lane(ob)
+        assert lane.direct < len(chunks)  # some had to wait for the thread
+        release.set()
+        assert ob.flush(30)
+        deadline = time.monotonic() + 30
+        while sum(len(c.token_ids) for c in got) < len(chunks) and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.01)
+        ids = [i for c in got for i in c.token_ids]  # type: ignore[attr-defined]
+        text = "".join(c.text for c in got)  # type: ignore[attr-defined]
+        assert ids == list(range(40))  # chunks queued behind a busy lane may merge, never reorder
+        assert text == "".join(c.text for c in chunks)
+        assert server.errors == 0
+    finally:
+        release.set()
+        ob.close()
+        server.close()
