@@ -48,7 +48,7 @@ from actors.supervisor import runtime
 _GEN_FIELDS = {"max_tokens", "parent_key", "session_id", "add_special", "parse_special", "cache", "tier",
                "stop_sequences", "thinking", "thinking_budget_tokens", "timeout_s", "expect_committed"}
 _SAMPLER_FIELDS = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed",
-                   "grammar", "grammar_root"}
+                   "grammar", "grammar_root", "logit_bias"}
 DEFAULT_TIMEOUT = 300.0
 
 

@@ -1283,8 +1283,23 @@ extern "C" int32_t la_sampler_new(la_model * m, const la_sampler_params * p, la_
             return static_cast<int32_t>(LA_E_BAD_ARG);
         }
         *out = nullptr;
+        if (p->n_bias < 0 || (p->n_bias > 0 && (p->bias_tokens == nullptr || p->bias_values == nullptr))) {
+            return static_cast<int32_t>(LA_E_BAD_ARG);
+        }
+        std::vector<llama_logit_bias> biases;
+        biases.reserve(static_cast<size_t>(p->n_bias));
+        for (int32_t i = 0; i < p->n_bias; i++) {
+            if (p->bias_tokens[i] < 0 || p->bias_tokens[i] >= m->n_vocab) {
+                return static_cast<int32_t>(LA_E_BAD_ARG);
+            }
+            biases.push_back(llama_logit_bias{p->bias_tokens[i], p->bias_values[i]});
+        }
         auto build = [&](llama_sampler *& chain) {
             chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+            if (!biases.empty()) {
+                llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(m->n_vocab, static_cast<int32_t>(biases.size()),
+                                                                             biases.data()));
+            }
             if (p->grammar != nullptr && p->grammar[0] != '\0') {
                 g_last_error.clear();
                 llama_sampler * g = nullptr;

@@ -120,6 +120,9 @@ typedef struct la_sampler_params {
     uint32_t seed;
     const char * grammar;        /* NULL or GBNF text */
     const char * grammar_root;   /* NULL: "root" */
+    const int32_t * bias_tokens; /* n_bias token ids (each < n_vocab), or NULL */
+    const float * bias_values;   /* added to those tokens' logits before anything else samples */
+    int32_t n_bias;
 } la_sampler_params;
 
 /* One row of a step: kind 0 = prefill `tokens`, kind 1 = sample with `sampler`

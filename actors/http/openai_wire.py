@@ -39,9 +39,11 @@ from actors.http.calls import (
 )
 from actors.http.schema_grammar import SchemaError, json_object_gbnf, schema_to_gbnf
 from actors.model import messages as mm
+from actors.model.errors import OptionError
+from actors.model.options import parse_logit_bias
 
 _FINISH = {"stop": "stop", "length": "length", "timeout": "length", "cancelled": "stop"}
-_UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "audio", "modalities", "prediction")
+_UNSUPPORTED = ("logprobs", "top_logprobs", "audio", "modalities", "prediction")
 
 
 def _common_options(body: Mapping[str, Any], default_max_tokens: int, session: str | None) -> dict[str, Any]:
@@ -59,6 +61,12 @@ def _common_options(body: Mapping[str, Any], default_max_tokens: int, session: s
         "sampler": sampler_options(get_float(body, "temperature", 0.0, 2.0), get_float(body, "top_p", 0.0, 1.0),
                                    get_int(body, "top_k", 0), get_int(body, "seed", 0, 2**31 - 1)),
     }
+    try:
+        bias = parse_logit_bias(body.get("logit_bias"))  # token ids are checked against the vocabulary by the model
+    except OptionError as e:
+        raise bad_request(e.detail, "logit_bias") from None
+    if bias:
+        opts["sampler"]["logit_bias"] = dict(bias)
     stop = stop_list(body.get("stop"), "stop")
     if stop:
         opts["stop_sequences"] = stop

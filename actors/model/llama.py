@@ -321,6 +321,16 @@ class Sampler(Handle):
         root = ffi.new("char[]", parsed.grammar_root.encode())
         p.grammar = grammar
         p.grammar_root = root
+        bias = parsed.logit_bias
+        bad = [t for t, _ in bias if t >= model.info.n_vocab]
+        if bad:
+            raise opt.OptionError("logit_bias", f"token {bad[0]} is not in the vocabulary (n_vocab "
+                                                f"{model.info.n_vocab})")
+        bias_tokens = ffi.new("int32_t[]", [t for t, _ in bias] or [0])
+        bias_values = ffi.new("float[]", [b for _, b in bias] or [0.0])
+        p.bias_tokens = bias_tokens
+        p.bias_values = bias_values
+        p.n_bias = len(bias)
         out = ffi.new("la_sampler**")
         check(lib.la_sampler_new(model._ptr(), p, out))
         self._h = ffi.gc(out[0], lib.la_sampler_drop)

@@ -204,14 +204,18 @@ def parse_context_options(opts: Mapping[str, Any]) -> ContextOptions:
 # ------------------------------------------------------------------ sampler
 
 SAMPLER_KEYS = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed",
-                "grammar", "grammar_root"}
+                "grammar", "grammar_root", "logit_bias"}
+MAX_LOGIT_BIAS = 1024  # entries; each bias within +-100, as the OpenAI API bounds it
 
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """Chain order: grammar -> repetition penalty -> top_k -> top_p -> min_p -> temperature + seeded dist.
+    """Chain order: logit bias -> grammar -> repetition penalty -> top_k -> top_p -> min_p -> temperature +
+    seeded dist.
 
-    temperature <= 0 means greedy (the filters are then irrelevant and skipped).
+    temperature <= 0 means greedy (the filters are then irrelevant and skipped).  ``logit_bias`` adds
+    to given tokens' logits first (-100 bans a token, +100 all but forces it); token ids are checked
+    against the vocabulary where the sampler is made.
     """
 
     temperature: float = 0.0
@@ -223,6 +227,28 @@ class SamplerOptions:
     seed: int = 0
     grammar: str | None = None
     grammar_root: str = "root"
+    logit_bias: tuple[tuple[int, float], ...] = ()
+
+
+def parse_logit_bias(v: Any) -> tuple[tuple[int, float], ...]:
+    """``{token_id: bias}`` (ids as ints or decimal strings, as JSON carries them) -> sorted pairs (pure)."""
+    if v is None:
+        return ()
+    if not isinstance(v, Mapping):
+        raise OptionError("logit_bias", f"expected a map of token id to bias, got {type(v).__name__}")
+    if len(v) > MAX_LOGIT_BIAS:
+        raise OptionError("logit_bias", f"at most {MAX_LOGIT_BIAS} entries, got {len(v)}")
+    out: dict[int, float] = {}
+    for k, b in v.items():
+        tok = k if isinstance(k, int) and not isinstance(k, bool) else None
+        if isinstance(k, str) and k.strip().isdigit():
+            tok = int(k)
+        if tok is None or not 0 <= tok <= INT32_MAX:
+            raise OptionError("logit_bias", f"keys are token ids, got {k!r}")
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or not -100 <= b <= 100:
+            raise OptionError("logit_bias", f"bias for token {tok}: expected a number in -100..100, got {b!r}")
+        out[tok] = float(b)
+    return tuple(sorted(out.items()))
 
 
 def parse_sampler_options(opts: Mapping[str, Any]) -> SamplerOptions:
@@ -241,4 +267,5 @@ def parse_sampler_options(opts: Mapping[str, Any]) -> SamplerOptions:
         seed=_int(opts, "seed", 0, lo=0, hi=2**32 - 1),
         grammar=grammar or None,
         grammar_root=root,
+        logit_bias=parse_logit_bias(opts.get("logit_bias")),
     )

@@ -209,3 +209,23 @@ def test_errors_have_the_openai_shape(client: openai.OpenAI, served: Served) -> 
                    headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert r.json()["error"]["code"] == "invalid_json"
+
+
+def test_logit_bias_bans_a_token_over_http_and_in_python(client: openai.OpenAI, served: Served) -> None:
+    msgs = chat("Name a colour.")
+    plain = served.system.complete("smol", ChatPrompt(tuple(msgs)), max_tokens=6, cache=False)
+    first = plain.generated[0]
+    # The Python API: greedy, with its own first choice banned, starts with another token.
+    r = served.system.complete("smol", ChatPrompt(tuple(msgs)), max_tokens=6, cache=False, logit_bias={first: -100})
+    assert r.generated[0] != first
+    # Over HTTP, token ids as JSON strings (a cache hit may change later tokens, so the reply is compared whole).
+    over_http = client.chat.completions.create(model="smol", messages=msgs, max_tokens=6, temperature=0,
+                                               logit_bias={str(first): -100})
+    text = over_http.choices[0].message.content
+    assert text and text != plain.reply
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="smol", messages=msgs, max_tokens=2, logit_bias={"x": 1})
+    assert e.value.body["param"] == "logit_bias"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as e:  # checked against the vocabulary by the model itself
+        client.chat.completions.create(model="smol", messages=msgs, max_tokens=2, logit_bias={"99999999": 1})
+    assert "vocabulary" in str(e.value)

@@ -31,7 +31,7 @@ anything = st.recursive(
 # Text that may hold lone surrogates (Python strings can, UTF-8 cannot).
 any_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()))
 SAMPLER_KEYS = ["temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed",
-                "grammar", "grammar_root"]
+                "grammar", "grammar_root", "logit_bias"]
 
 
 def test_lone_surrogates_are_not_text() -> None:
@@ -64,6 +64,21 @@ def test_sampler_options_are_parsed_or_refused_by_key(opts: dict[str, Any]) -> N
     assert 0 <= parsed.top_k <= INT32_MAX and -1 <= parsed.repeat_last_n <= INT32_MAX
     assert 0 <= parsed.seed < 2**32
     assert parsed.grammar is None or is_utf8_text(parsed.grammar)
+    assert all(0 <= t <= INT32_MAX and -100 <= b <= 100 for t, b in parsed.logit_bias)
+
+
+@given(st.dictionaries(st.integers(0, 2**31 - 1), st.floats(-100, 100), max_size=20), st.booleans())
+def test_logit_bias_keys_may_be_ids_or_their_json_strings(bias: dict[int, float], as_text: bool) -> None:
+    given_map = {str(k) if as_text else k: v for k, v in bias.items()}
+    assert parse_sampler_options({"logit_bias": given_map}).logit_bias == tuple(sorted(bias.items()))
+
+
+@pytest.mark.parametrize("bias", [[1, 2], {"-1": 5}, {"x": 5}, {"3": 101}, {"3": float("nan")}, {"3": True},
+                                  {str(i): 1 for i in range(1025)}])
+def test_bad_logit_bias_is_a_bad_option(bias: Any) -> None:
+    with pytest.raises(OptionError) as e:
+        parse_sampler_options({"logit_bias": bias})
+    assert e.value.key == "logit_bias"
 
 
 @pytest.mark.parametrize("key,value", [("top_k", 2**31), ("repeat_last_n", 2**40), ("seed", 2**32),

@@ -43,6 +43,31 @@ def test_grammar_forces_shape(model: Model) -> None:
     assert digits[:3].isdigit() and digits[3] == "-" and digits[4:].isalpha()
 
 
+def test_logit_bias_bans_and_forces_tokens(model: Model) -> None:
+    p = model.tokenize(PROMPT)
+    plain = cold(model, p, 6)
+    banned = cold(model, p, 6, logit_bias={plain[0]: -100})
+    assert banned[0] != plain[0]
+    forced = model.tokenize(" blue", add_special=False)[0]
+    assert cold(model, p, 3, logit_bias={forced: 100}) == [forced] * 3
+
+
+def test_logit_bias_outside_the_vocabulary_is_refused_in_the_shim_too(model: Model) -> None:
+    from actors.model.native import native
+
+    ffi, lib = native()
+    params = ffi.new("la_sampler_params*")
+    params.top_p, params.repeat_penalty = 1.0, 1.0
+    out = ffi.new("la_sampler**")
+    for token, n in ((model.info.n_vocab, 1), (-1, 1), (0, -1)):
+        tokens, values = ffi.new("int32_t[]", [token]), ffi.new("float[]", [1.0])
+        params.bias_tokens, params.bias_values, params.n_bias = tokens, values, n
+        assert lib.la_sampler_new(model._ptr(), params, out) == lib.LA_E_BAD_ARG
+    with pytest.raises(LlamaError) as e:  # the binding checks first, with the option's name
+        model.sampler(logit_bias={model.info.n_vocab: 1.0})
+    assert e.value.reason == "bad_option" and "logit_bias" in e.value.detail
+
+
 def test_invalid_grammar_is_clear_error(model: Model) -> None:
     with pytest.raises(InvalidInputError) as e:
         model.sampler(grammar="root ::= (unclosed")
