@@ -18,10 +18,13 @@ import ipaddress
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from actors.api import System
 from actors.config import HttpSettings
+
+if TYPE_CHECKING:
+    from actors.http.service import Gateway
 
 
 class BindRefused(ValueError):
@@ -99,7 +102,7 @@ class HttpServer:
         return self
 
     @property
-    def gateway(self) -> Any:
+    def gateway(self) -> Gateway | None:
         """The running server's ``Gateway`` (None when stopped): its bridge, metrics and queue places."""
         return self._gateway
 

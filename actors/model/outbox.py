@@ -235,11 +235,9 @@ class Outbox:
         """A sender for one lane and the address it sends to: a client's local inbox socket when it can
         be reached from here, else a thespian context (for a local inbox, to the address it falls back to)."""
         if isinstance(dest, LocalInbox):
-            if dest.reachable():
-                try:
-                    return InboxWriter(dest), dest
-                except OSError as e:
-                    self._error(dest, e)
+            writer = self._local_writer(dest)
+            if writer is not None:
+                return writer, dest
             dest = dest.fallback
         from thespian.actors import ActorSystem, ExternalContext
 
@@ -248,12 +246,14 @@ class Outbox:
                 self._base = ActorSystem("multiprocTCPBase", {"Admin Port": self.admin_port}, transientUnique=True)
             return ExternalContext(self._base._systemBase.external_clone()), dest
 
-    @staticmethod
-    def _local_writer(dest: Any) -> InboxWriter | None:
-        """A connected writer for a local inbox this process can reach (a connect: microseconds), else None."""
+    def _local_writer(self, dest: Any) -> InboxWriter | None:
+        """A connected writer for a local inbox this process can reach (a connect: microseconds), else None
+        (the lane then sends to the inbox's thespian fallback)."""
         if isinstance(dest, LocalInbox) and dest.reachable():
-            with contextlib.suppress(OSError):
+            try:
                 return InboxWriter(dest)
+            except OSError as e:
+                self._error(dest, e)
         return None
 
     def _error(self, msg: Any, exc: Exception) -> None:
