@@ -117,8 +117,8 @@ class LlamaBackend:
         self._context_opts = dict(context)
         # The share of the node's cores (decode, prefill) and the count in use within it, chosen by step times.
         self.share = (ci.n_threads, ci.n_threads_batch)
-        self.tuner = ThreadTuner(max(ci.n_threads, ci.n_threads_batch))
         self.host = HostLoad()
+        self.tuner = ThreadTuner(max(ci.n_threads, ci.n_threads_batch), probe_down=not self.host.available())
         self.cpus = default_threads()  # the cores this process may run on
 
     def info(self) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 LONG_WINDOW_S = 1.0  # a sample over at least this long covers an idle spell of the model
+RUNNING_READS = 4  # reads of procs_running after an idle spell; the fewest counts (see HostLoad._running_others)
+RUNNING_GAP_S = 0.0005  # between those reads: ~1.5 ms, paid only after a spell in which others held a core
+THREAD_LOAD = 0.85  # the load of others that costs a thread in cores_left (floor of load + 0.15)
 
 
 def cores_left(cpus: int, others_busy: float) -> int:
@@ -37,7 +40,7 @@ def cores_left(cpus: int, others_busy: float) -> int:
     """
     if cpus < 1:
         raise ValueError(f"cpus must be >= 1, got {cpus}")
-    return max(1, min(cpus, cpus - math.floor(max(0.0, others_busy) + 0.15)))
+    return max(1, min(cpus, cpus - math.floor(max(0.0, others_busy) + 1.0 - THREAD_LOAD)))
 
 
 CLEAR_MARGIN = 0.5  # cores: what ``cores_left`` must still leave with this much more load to call a core free
@@ -75,16 +78,59 @@ class HostLoad:
     _previous: float | None = None  # the last sample's load, for :func:`sustained`
 
     @staticmethod
-    def _running_others() -> int | None:
-        """Tasks runnable on the host right now besides the one reading (``procs_running`` of /proc/stat)."""
+    def _own_running() -> int:
+        """Threads of this process runnable now: the reader, and an OpenMP worker still spinning after a graph."""
+        n = 0
+        try:
+            tasks = os.listdir("/proc/self/task")
+        except OSError:
+            return 1
+        for tid in tasks:
+            try:
+                with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:  # the thread ended meanwhile
+                continue
+            fields = stat.rpartition(b")")[2].split()
+            n += bool(fields) and fields[0] == b"R"
+        return max(1, n)
+
+    @classmethod
+    def _running_once(cls) -> int | None:
+        """Tasks of other processes runnable on the host right now (``procs_running`` of /proc/stat, less ours).
+
+        Our own count matters: a llama.cpp worker spins for a while after each graph, so
+        ``procs_running - 1`` counted one of our own threads as another process holding a core
+        (seen at the first step of a request, before the change)."""
         try:
             with open("/proc/stat", "rb") as f:
                 for line in f:
                     if line.startswith(b"procs_running "):
-                        return max(0, int(line.split()[1]) - 1)
+                        return max(0, int(line.split()[1]) - cls._own_running())
         except (OSError, ValueError, IndexError):
             return None
         return None
+
+    @classmethod
+    def _running_others(cls) -> int | None:
+        """Tasks that stay runnable across :data:`RUNNING_READS` reads :data:`RUNNING_GAP_S` apart (the fewest seen).
+
+        One read can catch whoever is handing this request over (the HTTP server that has
+        just written it, a client, a kernel worker), each runnable for a fraction of a
+        millisecond; beside a load that ended during the spell, that one task would cap the
+        whole first prompt to one thread.  A process that holds a core is runnable at every
+        read."""
+        fewest: int | None = None
+        for i in range(RUNNING_READS):
+            if i:
+                time.sleep(RUNNING_GAP_S)
+            n = cls._running_once()
+            if n is None:
+                return fewest
+            fewest = n if fewest is None else min(fewest, n)
+            if fewest == 0:
+                break
+        return fewest
 
     @staticmethod
     def _host_busy_s() -> float | None:
@@ -99,6 +145,11 @@ class HostLoad:
         idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait; steal counts as busy
         guest = sum(ticks[8:10]) if len(ticks) > 9 else 0  # guest time is already inside user/nice
         return (sum(ticks) - idle - guest) * _TICK_S
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether this host's accounting can be read (Linux /proc/stat); without it others_busy is always None."""
+        return cls._host_busy_s() is not None
 
     def others_busy(self, now: float | None = None) -> float | None:
         """Cores the rest of the host kept busy, sustained (:func:`sustained`); None when too soon or unknown."""
@@ -117,7 +168,8 @@ class HostLoad:
         if wall <= 0:
             return None
         current = max(0.0, ((host - last[1]) - (own - last[2])) / wall)
-        running = self._running_others() if wall >= LONG_WINDOW_S else None
+        # who still runs matters only when the spell's load would cost a thread (cores_left)
+        running = self._running_others() if wall >= LONG_WINDOW_S and current >= THREAD_LOAD else None
         level, self._previous = sustained(self._previous, current, wall, running_now=running), current
         return level
 

@@ -20,12 +20,17 @@ count or None:
   (and row count) drops a thread at once (a collapsed step lasts up to a
   second: waiting for a window of them would cost seconds), and so does a
   window of steps whose median is ``slow_factor`` times that best;
-* **probe down, once**: a count below the current one that was never
-  measured at this row count is tried for one window, one interval after
-  the first step (so a short run pays nothing, and a host busy from the
-  start is found out); on a quiet host the probe fails once and is never
-  repeated, because later windows at full share are only ever compared
-  with their own best;
+* **probe down, once**, only where the host's own accounting is missing
+  (``probe_down``; :mod:`actors.model.host_load` reads /proc/stat on
+  Linux): a count below the current one that was never measured at this
+  row count is tried for one window, one interval after the first step
+  (so a short run pays nothing, and a host busy from the start is found
+  out); on a quiet host the probe fails once and is never repeated,
+  because later windows at full share are only ever compared with their
+  own best.  Where the host says who holds its cores, that probe only
+  costs a window at half speed on the first long reply and again at each
+  new row count (measured: a cold chat turn's 48-token reply took 1.29 s
+  instead of 1.03 s);
 * **probe up**: below its share, every ``probe_every_s`` it tries one
   thread more for one window and keeps it only when that window is at
   least ``gain`` faster; a probe step that collapses ends the probe at
@@ -58,6 +63,7 @@ class ThreadTuner:
     gain: float = 0.95
     probe_every_s: float = 2.0
     max_probe_every_s: float = 30.0
+    probe_down: bool = True  # try fewer threads once per row count (off where host_load sees the host)
     best: dict[tuple[int, int], float] = field(default_factory=dict)  # (threads, rows) -> best window median
     _steps: list[float] = field(default_factory=list)
     _rows: int = 0
@@ -174,7 +180,7 @@ class ThreadTuner:
         lower = self.current - 1
         if self.current < self.share:
             return 0  # held down by the host: nothing to learn below
-        if lower >= 1 and (lower, rows) not in self.best:
+        if self.probe_down and lower >= 1 and (lower, rows) not in self.best:
             return lower
         return 0
 

@@ -219,6 +219,18 @@ def test_tuner_stays_within_its_share(share: int, steps: list[tuple[float, int]]
     assert t.reshare(max(1, share // 2), now) == max(1, share // 2)
 
 
+def test_where_the_host_is_accounted_for_a_quiet_run_never_probes_below_its_share() -> None:
+    # host_load sees who holds the cores, so a window at one thread would only cost a reply half its speed
+    for rows in (1, 2, 3, 4):  # each row count was probed once before
+        _tokens, used = simulate(ThreadTuner(2, probe_down=False), quiet, 20.0, rows=rows)
+        assert set(used) == {2}
+    # a core taken mid-run is still found by the step times
+    t = ThreadTuner(2, probe_down=False)
+    simulate(t, quiet, 5.0)
+    _tokens, used = simulate(t, lambda n, now: one_core_taken(n, now - 5.0), 30.0)
+    assert used[-1] == 1
+
+
 def test_tuner_leaves_a_short_quiet_run_alone() -> None:
     _tokens, used = simulate(ThreadTuner(2), quiet, 1.5)  # shorter than one probe interval
     assert set(used) == {2}
@@ -315,6 +327,19 @@ def test_a_model_beside_busy_cores_runs_on_the_cores_left(tmp_path: Path) -> Non
         pids |= set(system.pids())
         system.close()
         assert not alive(pids)
+
+
+def test_after_an_idle_spell_a_task_runnable_for_a_moment_is_not_a_busy_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The HTTP server or a client handing the request over is runnable at one read of procs_running, not at
+    # every read; a process that holds a core is.  Only the first case leaves the model both threads.
+    handover = iter([1, 0, 1, 1])
+    monkeypatch.setattr(HostLoad, "_running_once", staticmethod(lambda: next(handover)))
+    assert HostLoad._running_others() == 0
+    monkeypatch.setattr(HostLoad, "_running_once", staticmethod(lambda: 1))
+    assert HostLoad._running_others() == 1
+    monkeypatch.setattr(HostLoad, "_running_once", staticmethod(lambda: None))
+    assert HostLoad._running_others() is None
+    assert HostLoad.available()  # Linux: the accounting that lets the tuner skip its probe below the share
 
 
 def test_host_load_forgets_a_process_that_ended_while_the_model_waited() -> None:
