@@ -24,13 +24,17 @@ end-of-generation token banned through ``logit_bias`` so that each reply is
 How each is started and stopped, and every flag, is ``http_servers.py``; the
 exact command lines are in the report.
 
-Two sections, each one start of the three servers, runs alternated server by
-server (every run on fresh prompts, so no run is served from an earlier one):
+Two sections, each one start of the three servers (every run on fresh
+prompts, so no run is served from an earlier one):
 
 * ``chat``: a 10-turn chat, the whole conversation resent every turn (one
   slot / one sequence each): per-turn TTFT (streamed: time to the first
-  content delta) and wall time, the chat's total wall time.  Goal: ours
-  lower than both;
+  content delta) and wall time, the chat's total wall time (the sum of its
+  turns).  The servers' chats run in lockstep, turn by turn, the order
+  rotated every turn: this VM's speed drifts by a quarter within minutes
+  (llama-server's own 10-turn chat took 17.1 s and then 13.4 s, runs
+  alternated whole), and a turn lasts about a second, so a drift now falls
+  on all three alike.  Goal: ours lower than both;
 * ``concurrent``: 8 streaming clients at once (threads), each its own short
   conversation: aggregate generated tokens/s and p99 TTFT.  Each server gets
   the parallelism it supports: ours ``n_seq_max`` = ``--parallel``,
@@ -183,19 +187,51 @@ def measured(fn: Callable[[], dict[str, Any]], idle: list[int], busy: list[int])
     return out
 
 
-def chat_run(oa: Any, script: ChatScript, variant: int, counter: Counter) -> dict[str, Any]:
-    """One conversation of ``script.turns`` turns, the whole history resent every turn."""
-    system = f"Session {variant}. " + script.system_prompt(0)
-    history: list[tuple[str, str]] = []
-    turns = []
-    t0 = time.perf_counter()
-    for t in range(script.turns):
-        question = script.question(0, t)
-        r = stream_turn(oa, chat_messages(system, history, question), script.reply_tokens, counter)
-        history.append((question, r["text"]))
+class Chat:
+    """One server's conversation, one turn at a time, the whole history resent every turn."""
+
+    def __init__(self, oa: Any, script: ChatScript, variant: int, counter: Counter, idle: list[int]) -> None:
+        self.oa, self.script, self.counter, self.idle = oa, script, counter, idle
+        self.system = f"Session {variant}. " + script.system_prompt(0)
+        self.history: list[tuple[str, str]] = []
+        self.turns: list[dict[str, Any]] = []
+        self.idle_cpu_s = 0.0  # what the other servers used while this one's turns ran
+
+    def turn(self) -> None:
+        question = self.script.question(0, len(self.turns))
+        c0 = cpu_s(self.idle)
+        r = stream_turn(self.oa, chat_messages(self.system, self.history, question), self.script.reply_tokens,
+                        self.counter)
+        self.idle_cpu_s += cpu_s(self.idle) - c0
+        self.history.append((question, r["text"]))
         r.pop("t0"), r.pop("end")
-        turns.append(r)
-    return {"total_wall_s": round(time.perf_counter() - t0, 4), "turns": turns}
+        self.turns.append(r)
+
+    def result(self, competition: dict[str, Any]) -> dict[str, Any]:
+        return {"total_wall_s": round(sum(t["wall_ms"] for t in self.turns) / 1e3, 4), "turns": self.turns,
+                "competition": competition, "idle_servers_cpu_s": round(self.idle_cpu_s, 3)}
+
+
+def lockstep_chats(servers: dict[str, Any], clients: dict[str, Any], script: ChatScript, reps: int,
+                   counter: Counter) -> dict[str, list[dict[str, Any]]]:
+    """``reps`` rounds of one chat per server, run turn by turn with the servers' order rotated every turn.
+
+    The competition monitor covers the whole round and never counts any of the servers."""
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in servers}
+    every_pid = {p for s in servers.values() for p in s.pids()}
+    names = list(servers)
+    for rep in range(reps):
+        chats = {n: Chat(clients[n], script, rep * len(names) + i + 1, counter, idle_pids(servers, n))
+                 for i, n in enumerate(names)}
+        with CompetitionMonitor(exclude=every_pid) as mon:
+            for t in range(script.turns):
+                for n in rotated(names, rep + t):
+                    chats[n].turn()
+        competition = mon.summary()
+        for n, chat in chats.items():
+            runs[n].append(chat.result(competition))
+        log(f"  chat round {rep + 1}/{reps} done")
+    return runs
 
 
 def concurrent_run(url: str, script: ChatScript, variant: int, counter: Counter) -> dict[str, Any]:
@@ -298,7 +334,7 @@ def section_chat(sizes: Sizes, threads: int, lcp_py: Path | None, counter: Count
         clients = {n: client(s.base_url) for n, s in servers.items()}
         for s in servers.values():
             warm(s, counter)
-        runs = alternated(servers, sizes.chat_reps, "chat", lambda n, v: chat_run(clients[n], script, v, counter))
+        runs = lockstep_chats(servers, clients, script, sizes.chat_reps, counter)
         for c in clients.values():
             c.close()
     out = {"turns": sizes.chat_turns, "max_tokens": sizes.chat_max_tokens, "slots": 1, "commands": cmds,
@@ -346,7 +382,7 @@ def run(sizes: Sizes, smoke: bool, with_lcp: bool, only: set[str]) -> dict[str, 
     counter = Counter()
     try:
         if "chat" in only:
-            log(f"[http] {sizes.chat_turns}-turn chat through the openai client, servers alternated")
+            log(f"[http] {sizes.chat_turns}-turn chat through the openai client, servers in lockstep turn by turn")
             report["chat"] = section_chat(sizes, threads, lcp_py, counter)
         if "concurrent" in only:
             log(f"[http] {sizes.clients} concurrent streaming clients")
