@@ -2,8 +2,9 @@
 
 Same vendored llama.cpp and CMake flags (``llama_server_peer``), same model,
 same threads, one sequence / one slot, greedy, identical token prompts from
-``workloads``.  Every figure alternates the engines run by run and reports
-medians with spreads; every measurement runs under a
+``workloads``.  Every figure alternates the engines (the chats request by
+request, in lockstep; the others run by run) and reports medians with
+spreads; every measurement runs under a
 ``CompetitionMonitor`` and says whether another process used the cores
 meanwhile (in a full run a contended figure is taken once more).
 
@@ -168,11 +169,15 @@ def chat(driver: Any, tok: Tokenizer, script: ChatScript, variant: int, turns: l
     return {"totals": tot, "conversations": conv}
 
 
-def chat_text(driver: OpenAIChatDriver, script: ChatScript, variant: int) -> dict[str, Any]:
-    """The same interleaved chat as text messages through ``/v1/chat/completions``."""
-    history: dict[int, list[tuple[str, str]]] = {u: [] for u in range(script.users)}
+def chat_text(driver: OpenAIChatDriver, script: ChatScript, variant: int, turns: list[Any] | None = None,
+              history: dict[int, list[tuple[str, str]]] | None = None) -> dict[str, Any]:
+    """The same interleaved chat as text messages through ``/v1/chat/completions`` (or the given part of it)."""
+    if history is None:
+        history = {}
+    for u in range(script.users):
+        history.setdefault(u, [])
     tot = {"wall_s": 0.0, "prompt_tokens": 0, "evaluated": 0, "generated": 0}
-    for t in script.order():
+    for t in (turns if turns is not None else list(script.order())):
         user_msg = script.question(t.user, t.turn)
         msgs = chat_messages(f"Session {variant}. " + script.system_prompt(t.user), history[t.user], user_msg)
         t0 = time.perf_counter()
@@ -182,6 +187,39 @@ def chat_text(driver: OpenAIChatDriver, script: ChatScript, variant: int) -> dic
             tot[k] += r[k] or 0
         history[t.user].append((user_msg, r["text"]))
     return {"totals": tot}
+
+
+def add_totals(into: dict[str, float], part: dict[str, float]) -> None:
+    for k, v in part.items():
+        if k != "decode_s_per_token":
+            into[k] = into.get(k, 0.0) + v
+
+
+def lockstep_round(drivers: dict[str, Any], tok: Tokenizer, script: ChatScript, variants: dict[str, int],
+                   rep: int) -> dict[str, dict[str, Any]]:
+    """One interleaved chat per engine, run request by request with the engines' order rotated every request.
+
+    This VM's speed drifts by a quarter within minutes; a request lasts about a second, so a drift
+    falls on every engine alike (whole chats alternated gave one engine 17.1 s and then 13.4 s)."""
+    names = list(drivers)
+    totals: dict[str, dict[str, float]] = {n: {} for n in names}
+    per_token: dict[str, list[float]] = {n: [] for n in names}
+    state: dict[str, dict[int, Any]] = {n: {} for n in names}
+    for i, turn in enumerate(script.order()):
+        k = (rep + i) % len(names)
+        for name in names[k:] + names[:k]:
+            d = drivers[name]
+            if isinstance(d, OpenAIChatDriver):
+                part = chat_text(d, script, variants[name], [turn], state[name])["totals"]
+            else:
+                part = chat(d, tok, script, variants[name], [turn], state[name])["totals"]
+                if part["generated"] > 1 and part["decode_s"] > 0:
+                    per_token[name].append(part["decode_s"] / part["generated"])
+            add_totals(totals[name], part)
+    for name in names:
+        if per_token[name]:
+            totals[name]["decode_s_per_token"] = statistics.median(per_token[name])
+    return {n: {"totals": totals[n]} for n in names}
 
 
 RETAKE = 10_000  # a retake's prompt variant: a set of system prompts no earlier run used
@@ -258,7 +296,8 @@ def our_http(stack: contextlib.ExitStack, system: Any) -> str | None:
 
 def section_chat(tok: Tokenizer, script: ChatScript, reps: int, threads: int, retry: bool, ram_mib: int | None,
                  http_url: str | None) -> dict[str, Any]:
-    """The interleaved chat through every engine, alternated; ``ram_mib`` caps both RAM prompt caches.
+    """The interleaved chat through every engine in lockstep (:func:`lockstep_round`); ``ram_mib`` caps both
+    RAM prompt caches.
 
     Token ids through llama-server's ``/completion`` and our Python API; with the unlimited cache
     also text through both ``/v1/chat/completions`` (each applies the model's chat template).
@@ -289,19 +328,14 @@ def section_chat(tok: Tokenizer, script: ChatScript, reps: int, threads: int, re
             drivers["ours"] = ActorsDriver(small)
         names = list(drivers)
         runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-        variant = 0
         for rep in range(reps):
-            for name in names[rep % len(names):] + names[: rep % len(names)]:
-                variant += 1  # a fresh set of system prompts: nothing cached by an earlier run matches
-                d = drivers[name]
-                if isinstance(d, OpenAIChatDriver):
-                    got = measured(lambda d=d, v=variant: chat_text(d, script, v), retry,
-                                   lambda d=d, v=variant: chat_text(d, script, v + RETAKE))
-                else:
-                    got = measured(lambda d=d, v=variant: chat(d, tok, script, v), retry,
-                                   lambda d=d, v=variant: chat(d, tok, script, v + RETAKE))
-                got.pop("conversations", None)
-                runs[name].append(got)
+            # a fresh set of system prompts per engine and round: nothing cached by an earlier run matches
+            variants = {n: rep * len(names) + i + 1 for i, n in enumerate(names)}
+            got = measured(lambda r=rep, v=variants: {"round": lockstep_round(drivers, tok, script, v, r)}, retry,
+                           lambda r=rep, v=variants: {"round": lockstep_round(
+                               drivers, tok, script, {n: x + RETAKE for n, x in v.items()}, r)})
+            for name, one in got["round"].items():
+                runs[name].append({**one, "competition": got["competition"]})
             log(f"  chat repeat {rep + 1}/{reps} done")
         for d in drivers.values():
             if isinstance(d, OpenAIChatDriver):
