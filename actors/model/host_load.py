@@ -23,8 +23,10 @@ from dataclasses import dataclass
 
 _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 LONG_WINDOW_S = 1.0  # a sample over at least this long covers an idle spell of the model
-RUNNING_READS = 4  # reads of procs_running after an idle spell; the fewest counts (see HostLoad._running_others)
-RUNNING_GAP_S = 0.0005  # between those reads: ~1.5 ms, paid only after a spell in which others held a core
+RUNNING_READS = 6  # reads of procs_running after an idle spell; the fewest counts (see HostLoad._running_others)
+RUNNING_GAP_S = 0.002  # between those reads: up to 10 ms, paid only after a spell in which others held a core,
+# and only until a read finds nothing else runnable (another llama.cpp process's workers spin 5-7 ms after its
+# last graph, measured; a window of 1.5 ms capped every request of an interleaved chat to one thread)
 THREAD_LOAD = 0.85  # the load of others that costs a thread in cores_left (floor of load + 0.15)
 
 
@@ -116,10 +118,10 @@ class HostLoad:
         """Tasks that stay runnable across :data:`RUNNING_READS` reads :data:`RUNNING_GAP_S` apart (the fewest seen).
 
         One read can catch whoever is handing this request over (the HTTP server that has
-        just written it, a client, a kernel worker), each runnable for a fraction of a
-        millisecond; beside a load that ended during the spell, that one task would cap the
-        whole first prompt to one thread.  A process that holds a core is runnable at every
-        read."""
+        just written it, a client, a kernel worker), or another model's OpenMP workers still
+        spinning after its own request; beside a load that ended during the spell, that one
+        task would cap the whole first prompt to one thread.  A process that holds a core is
+        runnable at every read."""
         fewest: int | None = None
         for i in range(RUNNING_READS):
             if i:
