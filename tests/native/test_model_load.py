@@ -186,3 +186,26 @@ def test_status_names_match_the_shim() -> None:
     assert {m.name: m.value for m in Status} == exported
     assert all(getattr(lib, m.name) == m.value for m in Status)
     assert not hasattr(lib, "la_prefill") and not hasattr(lib, "la_decode_one")  # one decode path: la_step
+
+
+def _spin_count_seen_by_libgomp(preset: str | None) -> str:
+    """GOMP_SPINCOUNT in a fresh process once the shim (and with it libgomp) is loaded."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    code = "import os; from actors.model.native import native; native(); print(os.environ['GOMP_SPINCOUNT'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_idle_llama_workers_stop_spinning_soon_unless_the_environment_says_otherwise() -> None:
+    from actors.model import native as native_module
+
+    # libgomp's own default kept a model's workers runnable ~9 ms after each request (actors/model/native.py)
+    assert int(_spin_count_seen_by_libgomp(None)) == int(native_module.GOMP_SPINCOUNT) < 300_000
+    assert _spin_count_seen_by_libgomp("300000") == "300000"  # a user's choice is kept
