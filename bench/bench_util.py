@@ -244,3 +244,9 @@ class CompetitionMonitor:
         return {"samples": len(self.samples), "max_load_avg_1m": max(loads) if loads else None,
                 "competing": sorted(by_pid.values(), key=lambda b: -b["cpu_pct"])[:8],
                 "contended": bool(by_pid)}
+
+
+def rotated(names: list[str], k: int) -> list[str]:
+    """``names`` started at position ``k`` (mod its length): the order of one round of alternated runs."""
+    k %= len(names)
+    return names[k:] + names[:k]

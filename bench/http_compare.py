@@ -67,6 +67,7 @@ from bench_util import (  # puts the repo on sys.path
     context_for,
     log,
     pct,
+    rotated,
     stop_cleanly_on_sigterm,
 )
 from http_report import chat_summary, concurrent_summary, goals, plot, ratios, same_replies
@@ -272,11 +273,6 @@ def concurrent_run(url: str, script: ChatScript, variant: int, counter: Counter)
             "aggregate_tok_s": round(tokens / wall, 2), "ttft_p50_ms": round(pct(ttft, 0.5), 2),
             "ttft_p99_ms": round(pct(ttft, 0.99), 2), "ttft_max_ms": round(max(ttft), 2),
             "tokens_from": sorted({r["tokens_from"] for r in reqs})}
-
-
-def rotated(names: list[str], rep: int) -> list[str]:
-    k = rep % len(names)
-    return names[k:] + names[:k]
 
 
 def warm(srv: Any, counter: Counter) -> None:

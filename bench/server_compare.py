@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -55,6 +56,7 @@ from bench_util import (
     CompetitionMonitor,
     competing,
     log,
+    rotated,
     running_system,
     spread,
     stop_cleanly_on_sigterm,
@@ -206,15 +208,14 @@ def lockstep_round(drivers: dict[str, Any], tok: Tokenizer, script: ChatScript, 
     per_token: dict[str, list[float]] = {n: [] for n in names}
     state: dict[str, dict[int, Any]] = {n: {} for n in names}
     for i, turn in enumerate(script.order()):
-        k = (rep + i) % len(names)
-        for name in names[k:] + names[:k]:
+        for name in rotated(names, rep + i):
             d = drivers[name]
             if isinstance(d, OpenAIChatDriver):
                 part = chat_text(d, script, variants[name], [turn], state[name])["totals"]
             else:
                 part = chat(d, tok, script, variants[name], [turn], state[name])["totals"]
-                if part["generated"] > 1 and part["decode_s"] > 0:
-                    per_token[name].append(part["decode_s"] / part["generated"])
+                if not math.isnan(part["decode_s_per_token"]):  # chat()'s own figure for this one request
+                    per_token[name].append(part["decode_s_per_token"])
             add_totals(totals[name], part)
     for name in names:
         if per_token[name]:
