@@ -38,9 +38,10 @@ from typing import Any
 
 from actors.attach import TreeLink
 from actors.cache import messages as cm
-from actors.errors import ReasonError
+from actors.errors import ErrorReply, ReasonError
 from actors.inbox import Inbox
 from actors.model import messages as mm
+from actors.model.door import CRASH_DETAIL, DOOR_REQUESTS, DOORLESS_PHASES, door_of
 from actors.obs import ObsRecord, ObsTable
 from actors.supervisor import messages as sm
 from actors.supervisor import runtime
@@ -212,7 +213,7 @@ class System:
         through it (``Inbox.open(req_id, sink)``)."""
         with self._lock:
             if self._inbox is None:
-                self._inbox = Inbox(self.asys, self._guard)
+                self._inbox = Inbox(self.asys, self._guard, self._door_closed)
             return self._inbox
 
     def _call(self, msg: Any, timeout: float = DEFAULT_TIMEOUT, dest: Any = None) -> Any:
@@ -220,7 +221,7 @@ class System:
         msg = replace(msg, reply_to=mb.address)
         mb.open(msg.req_id)
         try:
-            mb.send(dest or self.tree.models, msg)
+            self._send_model(mb, msg, dest)
             reply = mb.recv(msg.req_id, timeout)
         finally:
             mb.finish(msg.req_id)
@@ -297,11 +298,52 @@ class System:
         msg = mm.Infer(model, _new_id(), prompt=_prompt(prompt), options=gen_options(options))
         return self._stream(msg, timeout)
 
+    def _send_model(self, mb: Inbox, msg: Any, dest: Any = None) -> None:
+        """Generation requests (and their cancel/abort) go through the model's door when this host has one
+        open (``actors.door_client``: no supervisor hop); everything else, and any model without a door,
+        through the model supervisor."""
+        if dest is None and isinstance(msg, (mm.Cancel, mm.Abort)):
+            link = mb.doors.holding(msg.target)  # the way its target went, or the supervisor's
+            if link is not None and link.send(msg):
+                return
+        elif dest is None and isinstance(msg, DOOR_REQUESTS):
+            link = self._door(msg.model)
+            if link is not None and link.send(msg):
+                return
+        mb.send(dest or self.tree.models, msg)
+
+    def _door(self, model: str) -> Any:
+        """The open door link of ``model``'s current process, or None (another host, not ready, no door)."""
+        try:
+            rec = self.observe(model)
+        except Exception:  # no shared-memory table here (attached from another host)
+            return None
+        if rec is None or rec.pid <= 0 or rec.phase in DOORLESS_PHASES:
+            return None
+        return self.inbox().doors.link(model, rec.pid, lambda: door_of(self.list_models(), model))
+
+    def _door_closed(self, model: str, pid: int, req_ids: tuple[str, ...]) -> None:
+        """A door closed on requests (its process died): the supervisor answers them once it has handled the
+        death (``mm.DoorClosed``).  Called on the inbox's socket thread, so the send runs on its own."""
+        def report() -> None:
+            mb = self.inbox()
+            try:
+                dest = self.tree.models
+                for rid in req_ids:
+                    if mb.guard is not None:
+                        mb.guard.sent(dest, rid)  # a supervisor that dies meanwhile still ends them
+                mb.send(dest, mm.DoorClosed(model, pid, req_ids, mb.address))
+            except Exception:  # no tree to ask: answer them here
+                for rid in req_ids:
+                    mb.deliver_local(ErrorReply(rid, "model_crashed", CRASH_DETAIL))
+
+        threading.Thread(target=report, name="llama-actors-door-closed", daemon=True).start()
+
     def _stream(self, msg: Any, timeout: float) -> TokenStream:
         mb = self.inbox()
         msg = replace(msg, reply_to=mb.address)
         mb.open(msg.req_id)
-        mb.send(self.tree.models, msg)
+        self._send_model(mb, msg)
         return TokenStream(self, msg.model, msg.req_id, mb, timeout)
 
     def prefill_only(self, model: str, prompt: str | Sequence[int] | mm.ChatPrompt, timeout: float = DEFAULT_TIMEOUT,
@@ -320,7 +362,7 @@ class System:
     def cancel(self, model: str, req_id: str) -> None:
         """Idempotent; the request's own caller gets its final reply with ``finish_reason="cancelled"``."""
         mb = self.inbox()
-        mb.send(self.tree.models, mm.Cancel(model, _new_id(), mb.address, target=req_id))
+        self._send_model(mb, mm.Cancel(model, _new_id(), mb.address, target=req_id))
 
     def abort(self, model: str, req_id: str) -> None:
         """Stop a request now, even inside a decode: a decode holding it is cut short and the model's
@@ -328,7 +370,7 @@ class System:
         ``context_reset``, sessions are dropped; the weights and the cache stay).  A request not in a
         decode ends as if cancelled.  Idempotent, no reply."""
         mb = self.inbox()
-        mb.send(self.tree.models, mm.Abort(model, _new_id(), mb.address, target=req_id))
+        self._send_model(mb, mm.Abort(model, _new_id(), mb.address, target=req_id))
 
     def end_session(self, model: str, session_id: str) -> bool:
         return bool(self._call(mm.EndSession(model, _new_id(), session_id=session_id), 60.0).value)

@@ -11,6 +11,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -31,11 +32,13 @@ class Inbox:
     calling thread.
     """
 
-    def __init__(self, asys: Any, guard: Any = None) -> None:
+    def __init__(self, asys: Any, guard: Any = None,
+                 door_report: Callable[[str, int, tuple[str, ...]], None] | None = None) -> None:
         """``guard``: an ``actors.supervisor.client_watch.RouteGuard``: requests sent through a supervisor that
         dies end with ``model_crashed`` (checked by the inbox thread), instead of waiting out their timeout."""
         from thespian.actors import ExternalContext
 
+        from actors.door_client import DoorLinks
         from actors.model.local_inbox import InboxServer
 
         self._asys = asys
@@ -48,6 +51,7 @@ class Inbox:
         self._local = threading.local()
         self._senders: list[Any] = []
         self.local = InboxServer(self._route, fallback=self.address)
+        self.doors = DoorLinks(self.local, self._route, door_report)  # generation straight into local models
         self.thread = threading.Thread(target=self._run, name="llama-actors-client-inbox", daemon=True)
         self.thread.start()
 
@@ -74,6 +78,10 @@ class Inbox:
         if q is not None:
             q.put(msg)
 
+    def deliver_local(self, msg: Any) -> None:
+        """Hand ``msg`` to its request as if it had arrived (an answer made in this process)."""
+        self._route(msg)
+
     def open(self, req_id: str, sink: Any = None) -> None:
         """Route ``req_id``'s replies to ``sink.put(msg)`` (default: a queue ``recv`` reads).
 
@@ -85,6 +93,7 @@ class Inbox:
     def finish(self, req_id: str) -> None:
         with self._lock:
             self._queues.pop(req_id, None)
+        self.doors.finished(req_id)
         if self.guard is not None:
             self.guard.finished(req_id)
 
@@ -117,6 +126,7 @@ class Inbox:
     def close(self) -> None:
         self._stop.set()
         self.thread.join(2.0)
+        self.doors.close()
         self.local.close()
         with self._lock:
             senders, self._senders = self._senders, []

@@ -1,6 +1,10 @@
 """Thespian replies into asyncio: per-request asyncio queues fed by two doors, no thread per request.
 
-A request names two return addresses.  Its stream and reply come through
+A generation request goes straight into its model's process through the
+process's request door (``actors.model.door``, one connection per process
+kept by :class:`~actors.http.loop_inbox.LoopDoor`), and its events come back
+on that connection; anything else, and a model without a door, goes through
+the model supervisor.  A request sent that way names two return addresses.  Its stream and reply come through
 the server's own Unix-socket inbox (:class:`~actors.http.loop_inbox.LoopInbox`),
 which the event loop serves itself, so a token reaches its handler with no
 thread hop.  What only thespian can deliver (the supervisor's
@@ -27,10 +31,12 @@ from typing import Any
 
 from actors.api import System
 from actors.http.errors import ApiError, from_reason
-from actors.http.loop_inbox import LoopInbox
+from actors.http.loop_inbox import LoopDoor, LoopInbox
 from actors.model import messages as mm
+from actors.model.door import DOORLESS_PHASES, door_of
 
 _STREAM_EVENTS = (mm.TokenChunk, mm.ThinkingEnd, mm.ToolCallEnd)
+DOOR_RETRY_S = 0.5  # a model with no door when asked (loading, another host) is asked again after this long
 
 
 def new_id() -> str:
@@ -60,6 +66,9 @@ class Bridge:
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="llama-actors-http-send")
         self._queues: dict[str, asyncio.Queue[Any]] = {}  # req_id -> its queue; touched on the loop only
         self.local = LoopInbox(self._deliver, fallback=self._mb.address)
+        self._doors: dict[str, LoopDoor] = {}  # model -> the open door of its current process (loop only)
+        self._door_locks: dict[str, asyncio.Lock] = {}
+        self._not_now: dict[tuple[str, int], float] = {}  # (model, pid) -> loop time to look for its door again
 
     async def start(self) -> None:
         """On the server's loop, before the first request: serve the loop's own inbox."""
@@ -93,6 +102,58 @@ class Bridge:
     def _finish(self, req_id: str) -> None:
         self._queues.pop(req_id, None)
         self._mb.finish(req_id)
+        for door in self._doors.values():
+            door.requests.discard(req_id)
+
+    # ------------------------------------------------------------------ request doors (actors.model.door)
+
+    async def _door(self, model: str) -> LoopDoor | None:
+        """The open door of ``model``'s current process (opened on first use), or None: another host, not
+        ready, no door.  Which process: the shared-memory table's pid (no message)."""
+        try:
+            rec = self.system.observe(model)
+        except Exception:
+            return None
+        if rec is None or rec.pid <= 0 or rec.phase in DOORLESS_PHASES:
+            return None
+        door = self._doors.get(model)
+        if door is not None and door.pid == rec.pid and door.alive:
+            return door
+        loop = asyncio.get_running_loop()
+        if self._not_now.get((model, rec.pid), 0.0) > loop.time():
+            return None
+        lock = self._door_locks.setdefault(model, asyncio.Lock())
+        async with lock:  # one lookup and one connect per process, however many requests arrive meanwhile
+            door = self._doors.get(model)
+            if door is not None and door.pid == rec.pid and door.alive:
+                return door
+            try:
+                addr = door_of((await self.call(mm.ListModels(new_id()), 30.0)).value, model)
+                if addr is None:
+                    raise OSError("no door")
+                _, door = await loop.create_unix_connection(
+                    lambda: LoopDoor(model, rec.pid, self._deliver, self._door_ended), addr.path)
+            except (OSError, ApiError):
+                self._not_now[(model, rec.pid)] = loop.time() + DOOR_RETRY_S
+                return None
+            self._doors[model] = door  # a door of an earlier process ends by itself, with that process
+            return door
+
+    def on_loop_received(self) -> int:
+        """Messages this server's event loop read itself: its local inbox and its door connections."""
+        return self.local.received + sum(d.received for d in self._doors.values())
+
+    def open_doors(self) -> list[str]:
+        """The models whose door this server holds open now."""
+        return [m for m, d in self._doors.items() if d.alive]
+
+    def _door_ended(self, door: LoopDoor, unanswered: tuple[str, ...]) -> None:
+        """A door connection ended (its process died, or was unloaded): the supervisor answers what it
+        carried once it has handled the death (``mm.DoorClosed``), so a retry finds the model restarting."""
+        if self._doors.get(door.model) is door:
+            del self._doors[door.model]
+        if unanswered:
+            self.send_nowait(mm.DoorClosed(door.model, door.pid, unanswered, self._mb.address))
 
     async def _send(self, msg: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self._sender, self._send_now, msg)
@@ -128,8 +189,11 @@ class Bridge:
         """
         msg, queue = self._open(msg)
         finished = False
+        door = await self._door(msg.model)
         try:
-            await self._send(msg)
+            if door is None or not door.send(msg):
+                door = None
+                await self._send(msg)
             while True:
                 try:
                     ev = await asyncio.wait_for(queue.get(), idle_timeout)
@@ -147,9 +211,13 @@ class Bridge:
         finally:
             self._finish(msg.req_id)
             if not finished:
-                self.send_nowait(mm.Cancel(msg.model, new_id(), self._mb.address, target=msg.req_id))
+                cancel = mm.Cancel(msg.model, new_id(), self._mb.address, target=msg.req_id)
+                if door is None or not door.send(cancel):  # the way the request went, so it arrives after it
+                    self.send_nowait(cancel)
 
     def close(self) -> None:
+        for door in list(self._doors.values()):
+            door.close()
         self._sender.shutdown(wait=True, cancel_futures=False)
         self.local.close()
 

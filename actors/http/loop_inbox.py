@@ -27,7 +27,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from actors.model.local_inbox import FrameReader, LocalInbox, host_id
+from actors.model.door import TRACKED, OpenRequests
+from actors.model.local_inbox import FrameReader, LocalInbox, encode, host_id
 
 
 class _Connection(asyncio.Protocol):
@@ -55,6 +56,67 @@ class _Connection(asyncio.Protocol):
                 self.owner.deliver(pickle.loads(frame))
             except Exception:
                 self.owner.errors += 1
+
+
+class LoopDoor(asyncio.Protocol):
+    """This server's connection to one model process's request door (``actors.model.door``), on the loop.
+
+    A request is one ``transport.write`` from the handler's own task: no sender thread, no thespian
+    hop.  Its events come back on the same connection; when the connection ends, ``ended`` gets what it
+    carried that had no final message (everything the process wrote before it died has been read by
+    then: one ordered stream), and the bridge has the supervisor answer those ``model_crashed``.
+    """
+
+    def __init__(self, model: str, pid: int, deliver: Callable[[Any], None],
+                 ended: Callable[[LoopDoor, tuple[str, ...]], None]) -> None:
+        self.model = model
+        self.pid = pid
+        self.requests = OpenRequests()
+        self._deliver = deliver
+        self._ended = ended
+        self._frames = FrameReader()
+        self.transport: asyncio.Transport | None = None
+        self.received = 0  # messages read from this connection
+
+    @property
+    def alive(self) -> bool:
+        return self.transport is not None and not self.requests.closed and not self.transport.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._frames.feed(data)
+        except ValueError:  # a broken writer: drop the connection (its requests then end as crashed)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for frame in frames:
+            try:
+                msg = pickle.loads(frame)
+            except Exception:
+                continue
+            self.received += 1
+            self.requests.seen(msg)
+            self._deliver(msg)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended(self, tuple(self.requests.close()))
+
+    def send(self, msg: Any) -> bool:
+        """Write one request; False when the door is gone (send it the supervisor's way instead)."""
+        if not self.alive or self.transport is None:
+            return False
+        tracked = isinstance(msg, TRACKED)
+        if tracked and not self.requests.add(msg.req_id):
+            return False
+        self.transport.write(encode(msg))
+        return True
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class LoopInbox:
@@ -93,4 +155,4 @@ class LoopInbox:
         self.address = None
 
 
-__all__ = ["LoopInbox"]
+__all__ = ["LoopDoor", "LoopInbox"]

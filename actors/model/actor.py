@@ -66,6 +66,7 @@ class ModelActor(Actor):
         self.state = "new"
         self.stop_reply: tuple[Any, str] | None = None
         self.threads: dict[str, int] = {}  # what llama.cpp runs with now (the node's core budget sets it)
+        self.door: Any = None  # the request door (model/door.py), open once the model is ready
 
     # ------------------------------------------------------------------ message thread
 
@@ -119,6 +120,8 @@ class ModelActor(Actor):
         if self.outbox is not None:
             base["outbox_errors"] = self.outbox.errors
             base["outbox_last_error"] = self.outbox.last_error
+        if self.door is not None:
+            base["door"] = {"requests": self.door.received, "refused": self.door.refused}
         return base
 
     def _init(self, msg: mm.ModelInit) -> None:
@@ -189,8 +192,26 @@ class ModelActor(Actor):
         self.commands.put(_STOP)
         if self.worker is not None:
             self.worker.join(5.0)
+        if self.door is not None:
+            self.door.close()
         if self.outbox is not None:
             self.outbox.close(2.0)
+
+    def _from_door(self, msg: mm.ModelRequest) -> None:
+        """A request from the door's thread: as from the message thread (an abort acts inside a decode)."""
+        if isinstance(msg, mm.Abort):
+            self._abort_decode(msg.target)
+        self.commands.put(msg)
+
+    def _open_door(self) -> Any:
+        """Clients on this host may now send generation requests straight here (model/door.py)."""
+        from actors.model.door import RequestDoor
+
+        try:
+            self.door = RequestDoor(self._from_door)
+        except OSError:  # no door (no writable temp dir): requests keep coming through the supervisor
+            return None
+        return self.door.address
 
     # ------------------------------------------------------------------ worker thread
 
@@ -243,7 +264,8 @@ class ModelActor(Actor):
             self.threads = {"n_threads": info["n_threads"], "n_threads_batch": info.get("n_threads_batch",
                                                                                         info["n_threads"])}
         self.outbox.post(sup, mm.ModelReady(init.model_id, os.getpid(), info,
-                                            self.cache.client_id if self.cache is not None else None))
+                                            self.cache.client_id if self.cache is not None else None,
+                                            self._open_door()))
         self._loop()
 
     def _observer(self, slot: int) -> Any:

@@ -86,10 +86,23 @@ class FrameReader:
         return out
 
 
+class _Conn:
+    """One connection an inbox reads: where its messages go, and who hears of its end."""
+
+    __slots__ = ("frames", "on_closed", "on_message")
+
+    def __init__(self, on_message: Callable[[Any], None], on_closed: Callable[[], None] | None) -> None:
+        self.frames = FrameReader()
+        self.on_message = on_message
+        self.on_closed = on_closed
+
+
 class InboxServer:
     """The client side: accepts model connections and hands each decoded message to ``deliver``.
 
-    ``deliver`` runs on this server's one thread and must not block.
+    It also reads the connections this client opened to models' request doors (:meth:`attach`), so
+    one thread serves every message coming to this client.  Callbacks run on that thread and must not
+    block.
     """
 
     def __init__(self, deliver: Callable[[Any], None], fallback: Any) -> None:
@@ -105,45 +118,70 @@ class InboxServer:
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._listener, selectors.EVENT_READ, None)
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._attach: list[tuple[socket.socket, _Conn]] = []
+        self._attach_lock = threading.Lock()
         self._stop = False
         self.errors = 0
         self.received = 0  # messages delivered through the socket (the rest came through thespian)
         self.thread = threading.Thread(target=self._run, name="llama-actors-local-inbox", daemon=True)
         self.thread.start()
 
+    def attach(self, conn: socket.socket, on_message: Callable[[Any], None], on_closed: Callable[[], None]) -> None:
+        """Read ``conn`` (a connection this client opened) on the inbox thread: each message to
+        ``on_message``, then ``on_closed`` once, after the last one, when the other end closes it."""
+        with self._attach_lock:
+            self._attach.append((conn, _Conn(on_message, on_closed)))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"a")
+
+    def _take_attached(self, conns: dict[socket.socket, _Conn]) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+        with self._attach_lock:
+            new, self._attach = self._attach, []
+        for conn, c in new:
+            conns[conn] = c
+            self._sel.register(conn, selectors.EVENT_READ, conn)
+
     def _run(self) -> None:
-        readers: dict[socket.socket, FrameReader] = {}
+        conns: dict[socket.socket, _Conn] = {}
         while not self._stop:
             for key, _ in self._sel.select():
                 if key.data == "wake":
+                    self._take_attached(conns)
                     continue
                 if key.fileobj is self._listener:
                     with contextlib.suppress(BlockingIOError):
                         conn, _addr = self._listener.accept()
                         conn.setblocking(False)
-                        readers[conn] = FrameReader()
+                        conns[conn] = _Conn(self._deliver, None)
                         self._sel.register(conn, selectors.EVENT_READ, conn)
                     continue
                 conn = key.data
+                c = conns[conn]
                 try:
                     data = conn.recv(1 << 20)
-                    frames = readers[conn].feed(data) if data else None
+                    frames = c.frames.feed(data) if data else None
                 except (OSError, ValueError):
                     frames = None
                     self.errors += 1
                 if frames is None:
                     self._sel.unregister(conn)
-                    readers.pop(conn, None)
+                    conns.pop(conn, None)
                     conn.close()
+                    if c.on_closed is not None:
+                        c.on_closed()
                     continue
                 for frame in frames:
                     self.received += 1
                     try:
-                        self._deliver(pickle.loads(frame))
+                        c.on_message(pickle.loads(frame))
                     except Exception:
                         self.errors += 1
-        for conn in list(readers):
+        for conn in list(conns):
             conn.close()
 
     def close(self) -> None:
@@ -171,6 +209,14 @@ class InboxWriter:
         except OSError:
             self._sock.close()
             raise
+
+    @classmethod
+    def over(cls, sock: socket.socket) -> InboxWriter:
+        """A writer on a connection that already exists (a model's request door writes replies back on the
+        connection a request came in on); it owns ``sock`` (a duplicate, closed by ``exit_clone``)."""
+        w = cls.__new__(cls)
+        w._sock = sock
+        return w
 
     def tell(self, _dest: Any, msg: Any) -> None:
         self._sock.sendall(encode(msg))

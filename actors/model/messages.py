@@ -519,6 +519,19 @@ class ModelReady:
     pid: int
     info: dict[str, Any]
     cache_client_id: str | None
+    door: Any = None  # a ``door.DoorAddress``: where clients on this host send generation requests directly
+
+
+@dataclass(frozen=True)
+class DoorClosed:
+    """To the model supervisor, from a client: its connection to process ``pid``'s request door ended
+    with ``req_ids`` unanswered.  The supervisor handles the death first, then answers each with
+    ``model_crashed`` (to ``reply_to``), as it does for the requests it relayed itself."""
+
+    model: str
+    pid: int
+    req_ids: tuple[str, ...]
+    reply_to: Any = None
 
 
 @dataclass(frozen=True)

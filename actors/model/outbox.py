@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.cache.messages import RamRowsChanged, Touch
+from actors.model.door import DoorPeer
 from actors.model.local_inbox import InboxWriter, LocalInbox, encode
 from actors.model.messages import RequestDone, TokenChunk
 
@@ -155,7 +156,15 @@ class _Lane:
     def _run(self) -> None:
         ctx = None
         try:
-            ctx, target = (self.writer, self.dest) if self.writer is not None else self._make_ctx(self.dest)
+            try:
+                ctx, target = (self.writer, self.dest) if self.writer is not None else self._make_ctx(self.dest)
+            except Exception as e:  # no way to the receiver (a door connection already closed): report them all
+                with self.cv:
+                    lost = list(self.items)
+                    self.items.clear()
+                for msg in lost:
+                    self._on_error(msg, e)
+                return
             while True:
                 with self.cv:
                     while not self.items and not self.closed:
@@ -234,6 +243,8 @@ class Outbox:
     def _make_ctx(self, dest: Any) -> tuple[Any, Any]:
         """A sender for one lane and the address it sends to: a client's local inbox socket when it can
         be reached from here, else a thespian context (for a local inbox, to the address it falls back to)."""
+        if isinstance(dest, DoorPeer):  # the connection a request came in on: no other way back
+            return dest.writer(), dest
         if isinstance(dest, LocalInbox):
             writer = self._local_writer(dest)
             if writer is not None:
@@ -249,11 +260,13 @@ class Outbox:
     def _local_writer(self, dest: Any) -> InboxWriter | None:
         """A connected writer for a local inbox this process can reach (a connect: microseconds), else None
         (the lane then sends to the inbox's thespian fallback)."""
-        if isinstance(dest, LocalInbox) and dest.reachable():
-            try:
+        try:
+            if isinstance(dest, DoorPeer):
+                return dest.writer()
+            if isinstance(dest, LocalInbox) and dest.reachable():
                 return InboxWriter(dest)
-            except OSError as e:
-                self._error(dest, e)
+        except OSError as e:
+            self._error(dest, e)
         return None
 
     def _error(self, msg: Any, exc: Exception) -> None:

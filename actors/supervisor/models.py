@@ -1,9 +1,13 @@
 """The model supervisor: one model actor per loaded model, and crash bookkeeping.
 
-A model process that dies cannot tell anyone, so every model request is
-routed through here: the supervisor records ``req_id -> (model,
-reply_to)``, forwards the request to the model's current process and
-forgets it when the model reports ``RequestDone``.  On
+A model process that dies cannot tell anyone, so every model request that
+does not come through the model's own door (``actors.model.door``: a client
+on the model's host sends generation straight there and answers its own
+requests when that connection ends) is routed through here: the supervisor
+records ``req_id -> (model, reply_to)``, forwards the request to the
+model's current process and forgets it when the model reports
+``RequestDone``.  It lists each ready model's door (``ModelReady.door``)
+and removes the door of a process that died.  On
 ``ChildActorExited`` for a model it did not stop itself, it
 
 1. sends ``ErrorReply(req_id, "model_crashed")`` to every recorded caller
@@ -50,14 +54,16 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, PoisonMes
 
 from actors.cache import messages as cm
 from actors.model import messages as mm
+from actors.model.door import DoorAddress, remove_door
 from actors.supervisor import cores
 from actors.supervisor import messages as sm
 from actors.supervisor.spec import RestartIntensity
-from actors.supervisor.watch import WATCH_INTERVAL_S, WATCH_PAYLOAD, PidWatch
+from actors.supervisor.watch import WATCH_INTERVAL_S, WATCH_PAYLOAD, PidWatch, probe
 
 MAX_RESTARTS = 3
 MAX_SECONDS = 30.0
 STOP_TIMEOUT_S = 20.0
+DOOR_EXIT_WAIT_S = 1.0  # how long a closed door waits for its process to be seen gone (it is, within ms)
 
 
 @dataclass
@@ -78,6 +84,7 @@ class _Model:
     adapters: tuple[tuple[str, str, float], ...] = ()  # re-applied when the model restarts
     threads: cores.ThreadShare | None = None  # its share of the node's cores (llama models only)
     served: bool = False  # it reached ready once: a restarted supervisor brings it back
+    door: DoorAddress | None = None  # its process's request door (model/door.py), while it is ready
 
 
 class ModelSupervisor(Actor):
@@ -131,6 +138,8 @@ class ModelSupervisor(Actor):
                 entry.adapters = msg.adapters
         elif isinstance(msg, ChildActorExited):
             self._child_exited(msg.childAddress)
+        elif isinstance(msg, mm.DoorClosed):
+            self._door_closed(msg, sender)
         elif isinstance(msg, mm.ModelReady):
             self._ready(msg)
         elif isinstance(msg, mm.ModelLoadFailed):
@@ -221,12 +230,33 @@ class ModelSupervisor(Actor):
     def _poll_models(self) -> None:
         """A model whose process is gone is handled like its exit notice (which thespian may never send)."""
         self._watching = False
-        for addr in self.watch.poll():
-            self._child_exited(addr)
-            self.send(self.myAddress, ChildActorExited(addr))  # thespian's own child list (see watch.py)
+        self._reap()
         if any(e.addr is not None for e in self.models.values()):
             self._watching = True
             self.wakeupAfter(timedelta(seconds=WATCH_INTERVAL_S), payload=WATCH_PAYLOAD)
+
+    def _reap(self) -> None:
+        for addr in self.watch.poll():
+            self._child_exited(addr)
+            self.send(self.myAddress, ChildActorExited(addr))  # thespian's own child list (see watch.py)
+
+    def _door_closed(self, msg: mm.DoorClosed, sender: Any) -> None:
+        """A client's connection to a model's door ended while it held requests (model/door.py).
+
+        The client saw the end of the stream before this supervisor saw the process go: the death is
+        handled first (the model is marked restarting, so the caller's next request waits for the new
+        process instead of going to the dead one), then those requests are answered ``model_crashed``.
+        A process closes its files a moment before the kernel marks it exited: that moment is waited
+        out (bounded), never a live process."""
+        entry = self.models.get(msg.model)
+        if entry is not None and entry.pid == msg.pid and entry.addr is not None:
+            deadline = time.monotonic() + DOOR_EXIT_WAIT_S
+            while probe([msg.pid]).get(msg.pid, 0.0) is not None and time.monotonic() < deadline:
+                time.sleep(0.002)
+        self._reap()
+        detail = f"model {msg.model!r} process {msg.pid} died"
+        for rid in msg.req_ids:
+            self.send(msg.reply_to or sender, mm.ErrorReply(rid, "model_crashed", detail))
 
     def _restore(self, specs: tuple[sm.ModelSpec, ...]) -> None:
         """A restarted supervisor: every model its predecessor served, with the same configuration and adapters."""
@@ -276,6 +306,7 @@ class ModelSupervisor(Actor):
         if entry is None:
             return
         entry.state, entry.pid, entry.info, entry.client_id = "ready", msg.pid, msg.info, msg.cache_client_id
+        entry.door = msg.door
         entry.served = True
         if entry.loader is not None:
             req_id, dest = entry.loader
@@ -362,6 +393,8 @@ class ModelSupervisor(Actor):
             return
         entry.addr = None
         self.watch.forget(entry.model_id)
+        remove_door(entry.door)  # a process that died could not remove its own; clients see its end of stream
+        entry.door = None
         if entry.state == "stopping":
             self.stopped_count += 1
             self._release_cache_client(entry)
@@ -400,7 +433,8 @@ class ModelSupervisor(Actor):
     def _describe(self, e: _Model) -> dict[str, Any]:
         return {"model_id": e.model_id, "state": e.state, "pid": e.pid, "restarts": e.restarts,
                 "backend": e.config.backend, "info": e.info, "last_exit": e.last_exit, "address": str(e.addr),
-                "threads": e.threads.as_dict() if e.threads is not None else None}
+                "threads": e.threads.as_dict() if e.threads is not None else None,
+                "door": e.door.as_dict() if e.door is not None else None}
 
     def _list(self) -> list[dict[str, Any]]:
         return [self._describe(e) for e in self.models.values()]

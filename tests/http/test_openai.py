@@ -59,16 +59,19 @@ def test_raw_stream_is_sse_ending_in_done(served: Served) -> None:
     assert all(json.loads(d)["object"] == "chat.completion.chunk" for _, d in events[:-1])
 
 
-def test_a_stream_reaches_the_server_through_its_loop_inbox(served: Served) -> None:
-    """Tokens come through the socket the server's event loop reads (no thread hop), not the fallback."""
-    inbox = served.server.gateway.bridge.local
-    before = inbox.received
+def test_a_stream_reaches_the_server_through_the_models_door(served: Served) -> None:
+    """The request goes straight into the model's process and its tokens come back on that connection,
+    read by the server's event loop itself (no thread hop, no thespian fallback)."""
+    bridge = served.server.gateway.bridge
+    before = bridge.on_loop_received()
     body = {"model": "smol", "messages": chat("Hi there"), "max_tokens": 6, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     r = httpx.post(served.url + "/v1/chat/completions", json=body, timeout=60)
     usage = json.loads(sse.parse(r.content)[-2][1])["usage"]
     # One frame per generated token at least, and the final reply.
-    assert inbox.received - before >= usage["completion_tokens"] + 1
+    assert bridge.on_loop_received() - before >= usage["completion_tokens"] + 1
+    assert "smol" in bridge.open_doors()
+    assert served.system.status("smol")["door"]["requests"] >= 1
 
 
 def test_repeated_prefix_reports_cached_tokens(client: openai.OpenAI) -> None:
