@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -181,6 +182,7 @@ class System:
         self.owner = not attach
         self._closed = False
         self._inbox: Inbox | None = None
+        self._reporter: ThreadPoolExecutor | None = None  # tells the supervisor of closed doors (_door_closed)
         self._lock = threading.Lock()
         self._obs: ObsTable | None = None
 
@@ -323,21 +325,26 @@ class System:
         return self.inbox().doors.link(model, rec.pid, lambda: door_of(self.list_models(), model))
 
     def _door_closed(self, model: str, pid: int, req_ids: tuple[str, ...]) -> None:
-        """A door closed on requests (its process died): the supervisor answers them once it has handled the
-        death (``mm.DoorClosed``).  Called on the inbox's socket thread, so the send runs on its own."""
-        def report() -> None:
-            mb = self.inbox()
-            try:
-                dest = self.tree.models
-                for rid in req_ids:
-                    if mb.guard is not None:
-                        mb.guard.sent(dest, rid)  # a supervisor that dies meanwhile still ends them
-                mb.send(dest, mm.DoorClosed(model, pid, req_ids, mb.address))
-            except Exception:  # no tree to ask: answer them here
-                for rid in req_ids:
-                    mb.deliver_local(ErrorReply(rid, "model_crashed", CRASH_DETAIL))
+        """A door closed on requests (its process died).  First the supervisor is told (``mm.DoorClosed``:
+        it handles the death at once, so a retry waits for the restart instead of reaching the dead
+        process), then the requests end ``model_crashed``.  Called on the inbox's socket thread, so
+        this runs on a thread of its own."""
+        mb = self._inbox
+        if mb is None:  # closing
+            return
 
-        threading.Thread(target=report, name="llama-actors-door-closed", daemon=True).start()
+        def report() -> None:
+            with contextlib.suppress(Exception):  # no tree to tell: the supervisor finds the death by itself
+                mb.send(self.tree.models, mm.DoorClosed(model, pid))
+            for rid in req_ids:
+                mb.deliver_local(ErrorReply(rid, "model_crashed", CRASH_DETAIL))
+
+        with self._lock:
+            if self._reporter is None:  # one thread, so its thespian context is made once
+                self._reporter = ThreadPoolExecutor(1, thread_name_prefix="llama-actors-door-closed")
+            reporter = self._reporter
+        with contextlib.suppress(RuntimeError):  # shut down: this client is closing
+            reporter.submit(report)
 
     def _stream(self, msg: Any, timeout: float) -> TokenStream:
         mb = self.inbox()
@@ -556,6 +563,9 @@ class System:
         self._closed = True
         with self._lock:
             inbox, self._inbox = self._inbox, None
+            reporter, self._reporter = self._reporter, None
+        if reporter is not None:
+            reporter.shutdown(wait=True, cancel_futures=True)
         if inbox is not None:
             inbox.close()
         if self._obs is not None:

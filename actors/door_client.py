@@ -4,9 +4,9 @@ One connection per model process, opened at the first request to it and
 kept: a request is one write from the calling thread (no sender thread, no
 thespian hop), and its events come back on the same connection, read by
 the client inbox's thread like every other message to this client.  When
-the connection ends (the process died or was unloaded), the requests it
-carried that had no final message yet are handed to the model supervisor
-(``mm.DoorClosed``), which handles the death first and then answers them
+the connection ends (the process died or was unloaded), the model
+supervisor is told (``mm.DoorClosed``: it handles the death at once), and
+then the requests it carried that had no final message yet end with
 ``model_crashed``: a caller that retries at once finds the model
 restarting, not the dead process.
 
@@ -73,9 +73,8 @@ class DoorLinks:
 
     def __init__(self, server: InboxServer, route: Callable[[Any], None],
                  report: Callable[[str, int, tuple[str, ...]], None] | None = None) -> None:
-        """``report(model, pid, req_ids)``: tell the model supervisor that a door closed on requests
-        (``mm.DoorClosed``; it answers them once it has handled the death).  Without it they are
-        answered ``model_crashed`` here."""
+        """``report(model, pid, req_ids)``: a door closed on requests: tell the model supervisor
+        (``mm.DoorClosed``), then end them ``model_crashed``.  Without it they end at once here."""
         self._server = server
         self._route = route
         self._report = report

@@ -30,10 +30,11 @@ from dataclasses import replace
 from typing import Any
 
 from actors.api import System
+from actors.errors import ErrorReply
 from actors.http.errors import ApiError, from_reason
 from actors.http.loop_inbox import LoopDoor, LoopInbox
 from actors.model import messages as mm
-from actors.model.door import DOORLESS_PHASES, door_of
+from actors.model.door import CRASH_DETAIL, DOORLESS_PHASES, door_of
 
 _STREAM_EVENTS = (mm.TokenChunk, mm.ThinkingEnd, mm.ToolCallEnd)
 DOOR_RETRY_S = 0.5  # a model with no door when asked (loading, another host) is asked again after this long
@@ -148,12 +149,25 @@ class Bridge:
         return [m for m, d in self._doors.items() if d.alive]
 
     def _door_ended(self, door: LoopDoor, unanswered: tuple[str, ...]) -> None:
-        """A door connection ended (its process died, or was unloaded): the supervisor answers what it
-        carried once it has handled the death (``mm.DoorClosed``), so a retry finds the model restarting."""
+        """A door connection ended (its process died, or was unloaded).  What it carried unanswered ends
+        ``model_crashed`` once the supervisor has been told (``mm.DoorClosed``: it handles the death at
+        once, so a client that retries finds the model restarting, not the dead process)."""
         if self._doors.get(door.model) is door:
             del self._doors[door.model]
-        if unanswered:
-            self.send_nowait(mm.DoorClosed(door.model, door.pid, unanswered, self._mb.address))
+        if not unanswered:
+            return
+
+        def answer(_sent: Any) -> None:
+            for rid in unanswered:
+                self._deliver(ErrorReply(rid, "model_crashed", CRASH_DETAIL))
+
+        loop = asyncio.get_running_loop()
+        try:
+            told = loop.run_in_executor(self._sender, self._send_now, mm.DoorClosed(door.model, door.pid))
+        except RuntimeError:  # the sender is shut down: the server is stopping
+            answer(None)
+            return
+        told.add_done_callback(answer)  # sent or failed, the requests end now
 
     async def _send(self, msg: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self._sender, self._send_now, msg)

@@ -524,14 +524,12 @@ class ModelReady:
 
 @dataclass(frozen=True)
 class DoorClosed:
-    """To the model supervisor, from a client: its connection to process ``pid``'s request door ended
-    with ``req_ids`` unanswered.  The supervisor handles the death first, then answers each with
-    ``model_crashed`` (to ``reply_to``), as it does for the requests it relayed itself."""
+    """To the model supervisor, from a client: its connection to process ``pid``'s request door ended with
+    requests unanswered, so that process is dying.  No reply: the supervisor handles the death now, and
+    the client answers its own requests ``model_crashed`` once this message has been handed over."""
 
     model: str
     pid: int
-    req_ids: tuple[str, ...]
-    reply_to: Any = None
 
 
 @dataclass(frozen=True)

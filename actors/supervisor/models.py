@@ -139,7 +139,7 @@ class ModelSupervisor(Actor):
         elif isinstance(msg, ChildActorExited):
             self._child_exited(msg.childAddress)
         elif isinstance(msg, mm.DoorClosed):
-            self._door_closed(msg, sender)
+            self._door_closed(msg)
         elif isinstance(msg, mm.ModelReady):
             self._ready(msg)
         elif isinstance(msg, mm.ModelLoadFailed):
@@ -240,23 +240,20 @@ class ModelSupervisor(Actor):
             self._child_exited(addr)
             self.send(self.myAddress, ChildActorExited(addr))  # thespian's own child list (see watch.py)
 
-    def _door_closed(self, msg: mm.DoorClosed, sender: Any) -> None:
-        """A client's connection to a model's door ended while it held requests (model/door.py).
-
-        The client saw the end of the stream before this supervisor saw the process go: the death is
-        handled first (the model is marked restarting, so the caller's next request waits for the new
-        process instead of going to the dead one), then those requests are answered ``model_crashed``.
-        A process closes its files a moment before the kernel marks it exited: that moment is waited
-        out (bounded), never a live process."""
+    def _door_closed(self, msg: mm.DoorClosed) -> None:
+        """A client's connection to a model's door ended while it held requests (model/door.py): that
+        process is dying.  The client saw the end of its stream before this supervisor saw the process
+        go, and answers its requests ``model_crashed`` itself once this message is delivered; the death
+        is handled here first (the model marked restarting), so the caller's next request waits for
+        the new process instead of going to the dead one.  A process closes its files a moment before
+        the kernel marks it exited: that moment is waited out (bounded), never a live process."""
         entry = self.models.get(msg.model)
-        if entry is not None and entry.pid == msg.pid and entry.addr is not None:
-            deadline = time.monotonic() + DOOR_EXIT_WAIT_S
-            while probe([msg.pid]).get(msg.pid, 0.0) is not None and time.monotonic() < deadline:
-                time.sleep(0.002)
+        if entry is None or entry.pid != msg.pid or entry.addr is None:  # handled already, or not ours
+            return
+        deadline = time.monotonic() + DOOR_EXIT_WAIT_S
+        while probe([msg.pid]).get(msg.pid, 0.0) is not None and time.monotonic() < deadline:
+            time.sleep(0.002)
         self._reap()
-        detail = f"model {msg.model!r} process {msg.pid} died"
-        for rid in msg.req_ids:
-            self.send(msg.reply_to or sender, mm.ErrorReply(rid, "model_crashed", detail))
 
     def _restore(self, specs: tuple[sm.ModelSpec, ...]) -> None:
         """A restarted supervisor: every model its predecessor served, with the same configuration and adapters."""
