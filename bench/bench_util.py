@@ -175,6 +175,9 @@ def _ours() -> set[int]:
     return pids
 
 
+KTHREADD = 2  # Linux's kernel-thread parent: its children are the kernel's own work, not a competing process
+
+
 def competing(interval: float = 0.5, exclude: set[int] | None = None) -> dict[str, Any]:
     """Load average and the other processes above ``COMPETING_CPU_PCT`` over ``interval`` seconds.
 
@@ -186,9 +189,9 @@ def competing(interval: float = 0.5, exclude: set[int] | None = None) -> dict[st
 
     skip = _ours() | (exclude or set())
     procs = []
-    for p in psutil.process_iter(["pid"]):
-        if p.pid in skip:
-            continue
+    for p in psutil.process_iter(["pid", "ppid"]):
+        if p.pid in skip or p.pid == KTHREADD or p.info["ppid"] == KTHREADD:
+            continue  # ours, or a kernel thread (this VM's kdamond wakes at ~6% and retook whole chats)
         with contextlib.suppress(psutil.Error):
             p.cpu_percent(None)
             procs.append(p)
