@@ -208,7 +208,7 @@ class ModelActor(Actor):
         from actors.model.door import RequestDoor
 
         try:
-            self.door = RequestDoor(self._from_door)
+            self.door = RequestDoor(self._from_door, self.outbox.post)
         except OSError:  # no door (no writable temp dir): requests keep coming through the supervisor
             return None
         return self.door.address

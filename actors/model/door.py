@@ -150,10 +150,11 @@ class RequestDoor:
     """The model side: accepts client connections and hands each request to ``deliver`` on this thread.
 
     ``deliver`` must not block (the model actor puts the request on its worker's queue).  A frame that is
-    not a door request is answered with ``ErrorReply("bad_request")`` on the same connection and dropped.
+    not a door request is dropped and answered ``ErrorReply("bad_request")`` through ``reply(peer, msg)``
+    (the model's outbox: the lane that writes that connection, so frames never interleave).
     """
 
-    def __init__(self, deliver: Callable[[Any], None]) -> None:
+    def __init__(self, deliver: Callable[[Any], None], reply: Callable[[DoorPeer, Any], None]) -> None:
         self._dir = tempfile.mkdtemp(prefix="llama-actors-door-")
         path = os.path.join(self._dir, "door.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -163,6 +164,7 @@ class RequestDoor:
         self._listener.setblocking(False)
         self.address = DoorAddress(path, host_id())
         self._deliver = deliver
+        self._reply = reply
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._listener, selectors.EVENT_READ, None)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -182,7 +184,7 @@ class RequestDoor:
             conns[conn] = (FrameReader(), DoorPeer(conn, self._peers))
             self._sel.register(conn, selectors.EVENT_READ, conn)
 
-    def _frame(self, frame: bytes, peer: DoorPeer, conn: socket.socket) -> None:
+    def _frame(self, frame: bytes, peer: DoorPeer) -> None:
         try:
             msg = pickle.loads(frame)
         except Exception:
@@ -190,10 +192,9 @@ class RequestDoor:
         if not isinstance(msg, DOOR_REQUESTS):
             self.refused += 1
             rid = getattr(msg, "req_id", "")
-            with contextlib.suppress(OSError):
-                peer.writer().tell(None, ErrorReply(rid if isinstance(rid, str) else "", "bad_request",
-                                                    "only generation requests (and their cancel/abort) come "
-                                                    "through a model's door"))
+            self._reply(peer, ErrorReply(rid if isinstance(rid, str) else "", "bad_request",
+                                         "only generation requests (and their cancel/abort) come through a "
+                                         "model's door"))
             return
         self.received += 1
         self._deliver(replace(msg, reply_to=peer, inbox=peer))
@@ -220,7 +221,7 @@ class RequestDoor:
                     conn.close()
                     continue
                 for frame in frames:
-                    self._frame(frame, peer, conn)
+                    self._frame(frame, peer)
         for conn in list(conns):
             conn.close()
 
