@@ -44,6 +44,17 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+async def next_message(queue: asyncio.Queue[Any], timeout: float) -> Any:
+    """The next message of a request, or ``TimeoutError`` after ``timeout`` seconds.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it returns the item and drops the cancellation when a
+    cancel lands in the same loop turn as a message (a client that disconnects while tokens flow),
+    so the handler went on serving nobody and kept its queue place until the model finished (two
+    CI flakes: the stub stayed busy after its clients left).  ``asyncio.timeout`` keeps the cancel."""
+    async with asyncio.timeout(timeout):
+        return await queue.get()
+
+
 class _LoopSink:
     """Runs on the client inbox's thread: one ``call_soon_threadsafe`` per message, never blocks."""
 
@@ -183,8 +194,8 @@ class Bridge:
         try:
             await self._send(msg)
             try:
-                reply = await asyncio.wait_for(queue.get(), timeout)
-            except asyncio.TimeoutError:
+                reply = await next_message(queue, timeout)
+            except TimeoutError:
                 raise ApiError(504, "timeout", f"no reply from model {getattr(msg, 'model', '?')} "
                                                f"within {timeout:.0f} s") from None
         finally:
@@ -202,16 +213,18 @@ class Bridge:
         in the model before this returns, so its sequence is freed.
         """
         msg, queue = self._open(msg)
-        finished = False
-        door = await self._door(msg.model)
+        finished = sent = False
+        door = None
         try:
+            door = await self._door(msg.model)
             if door is None or not door.send(msg):
                 door = None
                 await self._send(msg)
+            sent = True
             while True:
                 try:
-                    ev = await asyncio.wait_for(queue.get(), idle_timeout)
-                except asyncio.TimeoutError:
+                    ev = await next_message(queue, idle_timeout)
+                except TimeoutError:
                     raise ApiError(504, "timeout", f"model {msg.model} sent nothing for {idle_timeout:.0f} s") from None
                 if isinstance(ev, _STREAM_EVENTS):
                     yield ev
@@ -224,7 +237,7 @@ class Bridge:
                     raise from_reason(ev.reason, ev.detail)
         finally:
             self._finish(msg.req_id)
-            if not finished:
+            if sent and not finished:
                 cancel = mm.Cancel(msg.model, new_id(), self._mb.address, target=msg.req_id)
                 if door is None or not door.send(cancel):  # the way the request went, so it arrives after it
                     self.send_nowait(cancel)
@@ -236,4 +249,4 @@ class Bridge:
         self.local.close()
 
 
-__all__ = ["Bridge", "new_id"]
+__all__ = ["Bridge", "new_id", "next_message"]

@@ -1,5 +1,5 @@
 """The HTTP server's loop-served inbox: models' frames reach the event loop in order, through a private socket,
-and a broken writer cannot take the inbox down."""
+a broken writer cannot take the inbox down, and a handler waiting for its next message keeps its cancel."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import socket
 import stat
 import struct
 
+import pytest
+
+from actors.http.bridge import next_message
 from actors.http.loop_inbox import LoopInbox
 from actors.model import messages as mm
 from actors.model.local_inbox import MAX_FRAME, InboxWriter, encode
@@ -68,3 +71,30 @@ def test_a_broken_writer_is_dropped_and_the_inbox_keeps_serving() -> None:
             inbox.close()
 
     asyncio.run(main())
+
+
+def test_a_client_that_leaves_as_a_token_arrives_still_cancels_its_request() -> None:
+    """The disconnect's one cancel lands in the same loop turn as a token: the wait must end cancelled,
+    not return the token and serve nobody on (``asyncio.wait_for`` on Python 3.11 did)."""
+
+    async def run() -> str:
+        q: asyncio.Queue[str] = asyncio.Queue()
+        waiting = asyncio.ensure_future(next_message(q, 600.0))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the handler now waits for its next message
+        q.put_nowait("token")
+        waiting.cancel()
+        try:
+            return await waiting
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(run()) == "cancelled"
+
+
+def test_a_silent_model_ends_the_wait_with_a_timeout() -> None:
+    async def run() -> None:
+        await next_message(asyncio.Queue(), 0.01)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(run())
