@@ -33,16 +33,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 from actors.attach import TreeLink
 from actors.cache import messages as cm
-from actors.errors import ErrorReply, ReasonError
+from actors.errors import ReasonError
 from actors.inbox import Inbox
 from actors.model import messages as mm
-from actors.model.door import CRASH_DETAIL, DOOR_REQUESTS, DOORLESS_PHASES, door_of
+from actors.model.door import DOOR_REQUESTS, DOORLESS_PHASES, door_of
 from actors.obs import ObsRecord, ObsTable
 from actors.supervisor import messages as sm
 from actors.supervisor import runtime
@@ -182,7 +181,6 @@ class System:
         self.owner = not attach
         self._closed = False
         self._inbox: Inbox | None = None
-        self._reporter: ThreadPoolExecutor | None = None  # tells the supervisor of closed doors (_door_closed)
         self._lock = threading.Lock()
         self._obs: ObsTable | None = None
 
@@ -215,7 +213,7 @@ class System:
         through it (``Inbox.open(req_id, sink)``)."""
         with self._lock:
             if self._inbox is None:
-                self._inbox = Inbox(self.asys, self._guard, self._door_closed)
+                self._inbox = Inbox(self.asys, self._guard, self._tell_door_closed)
             return self._inbox
 
     def _call(self, msg: Any, timeout: float = DEFAULT_TIMEOUT, dest: Any = None) -> Any:
@@ -324,27 +322,11 @@ class System:
             return None
         return self.inbox().doors.link(model, rec.pid, lambda: door_of(self.list_models(), model))
 
-    def _door_closed(self, model: str, pid: int, req_ids: tuple[str, ...]) -> None:
-        """A door closed on requests (its process died).  First the supervisor is told (``mm.DoorClosed``:
-        it handles the death at once, so a retry waits for the restart instead of reaching the dead
-        process), then the requests end ``model_crashed``.  Called on the inbox's socket thread, so
-        this runs on a thread of its own."""
+    def _tell_door_closed(self, model: str, pid: int) -> None:
+        """A door closed on requests: the supervisor handles that process's death now (``mm.DoorClosed``)."""
         mb = self._inbox
-        if mb is None:  # closing
-            return
-
-        def report() -> None:
-            with contextlib.suppress(Exception):  # no tree to tell: the supervisor finds the death by itself
-                mb.send(self.tree.models, mm.DoorClosed(model, pid))
-            for rid in req_ids:
-                mb.deliver_local(ErrorReply(rid, "model_crashed", CRASH_DETAIL))
-
-        with self._lock:
-            if self._reporter is None:  # one thread, so its thespian context is made once
-                self._reporter = ThreadPoolExecutor(1, thread_name_prefix="llama-actors-door-closed")
-            reporter = self._reporter
-        with contextlib.suppress(RuntimeError):  # shut down: this client is closing
-            reporter.submit(report)
+        if mb is not None:
+            mb.send(self.tree.models, mm.DoorClosed(model, pid))
 
     def _stream(self, msg: Any, timeout: float) -> TokenStream:
         mb = self.inbox()
@@ -563,9 +545,6 @@ class System:
         self._closed = True
         with self._lock:
             inbox, self._inbox = self._inbox, None
-            reporter, self._reporter = self._reporter, None
-        if reporter is not None:
-            reporter.shutdown(wait=True, cancel_futures=True)
         if inbox is not None:
             inbox.close()
         if self._obs is not None:

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from actors.errors import ErrorReply
@@ -72,12 +73,13 @@ class DoorLinks:
     """This client's door connections by model, read by ``server`` (the client inbox's socket thread)."""
 
     def __init__(self, server: InboxServer, route: Callable[[Any], None],
-                 report: Callable[[str, int, tuple[str, ...]], None] | None = None) -> None:
-        """``report(model, pid, req_ids)``: a door closed on requests: tell the model supervisor
-        (``mm.DoorClosed``), then end them ``model_crashed``.  Without it they end at once here."""
+                 tell_closed: Callable[[str, int], None] | None = None) -> None:
+        """``tell_closed(model, pid)``: tell the model supervisor a door closed on requests (``mm.DoorClosed``;
+        it blocks until the message is handed over).  The requests end ``model_crashed`` after it."""
         self._server = server
         self._route = route
-        self._report = report
+        self._tell_closed = tell_closed
+        self._reporter: ThreadPoolExecutor | None = None  # one thread: its thespian context is made once
         self._links: dict[str, DoorLink] = {}
         self._not_now: dict[tuple[str, int], float] = {}  # (model, pid) -> monotonic time to ask again
         self._closing = False
@@ -138,11 +140,20 @@ class DoorLinks:
                 del self._links[model]
         if not left or self._closing:  # this client is closing: nobody waits for them
             return
-        if self._report is not None:
-            self._report(model, link.pid, left)
-            return
-        for rid in left:
-            self._route(ErrorReply(rid, "model_crashed", CRASH_DETAIL))
+
+        def report() -> None:  # off the inbox thread: a tell waits for the supervisor's transport
+            if self._tell_closed is not None:
+                with contextlib.suppress(Exception):  # no tree to tell: the supervisor finds the death itself
+                    self._tell_closed(model, link.pid)
+            for rid in left:
+                self._route(ErrorReply(rid, "model_crashed", CRASH_DETAIL))
+
+        with self._lock:
+            if self._reporter is None:
+                self._reporter = ThreadPoolExecutor(1, thread_name_prefix="llama-actors-door-closed")
+            reporter = self._reporter
+        with contextlib.suppress(RuntimeError):  # shut down: this client is closing
+            reporter.submit(report)
 
     def finished(self, req_id: str) -> None:
         """The caller stopped waiting for ``req_id`` (answered, or it gave up)."""
@@ -155,6 +166,9 @@ class DoorLinks:
         self._closing = True
         with self._lock:
             links, self._links = list(self._links.values()), {}
+            reporter, self._reporter = self._reporter, None
+        if reporter is not None:
+            reporter.shutdown(wait=True, cancel_futures=True)
         for lk in links:
             lk.close()
 

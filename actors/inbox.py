@@ -33,9 +33,11 @@ class Inbox:
     """
 
     def __init__(self, asys: Any, guard: Any = None,
-                 door_report: Callable[[str, int, tuple[str, ...]], None] | None = None) -> None:
+                 tell_door_closed: Callable[[str, int], None] | None = None) -> None:
         """``guard``: an ``actors.supervisor.client_watch.RouteGuard``: requests sent through a supervisor that
-        dies end with ``model_crashed`` (checked by the inbox thread), instead of waiting out their timeout."""
+        dies end with ``model_crashed`` (checked by the inbox thread), instead of waiting out their timeout.
+        ``tell_door_closed(model, pid)``: how the door links tell the supervisor of a dead process
+        (``actors.door_client``)."""
         from thespian.actors import ExternalContext
 
         from actors.door_client import DoorLinks
@@ -51,7 +53,7 @@ class Inbox:
         self._local = threading.local()
         self._senders: list[Any] = []
         self.local = InboxServer(self._route, fallback=self.address)
-        self.doors = DoorLinks(self.local, self._route, door_report)  # generation straight into local models
+        self.doors = DoorLinks(self.local, self._route, tell_door_closed)  # generation straight into local models
         self.thread = threading.Thread(target=self._run, name="llama-actors-client-inbox", daemon=True)
         self.thread.start()
 
@@ -77,10 +79,6 @@ class Inbox:
             q = self._queues.get(getattr(msg, "req_id", None))
         if q is not None:
             q.put(msg)
-
-    def deliver_local(self, msg: Any) -> None:
-        """Hand ``msg`` to its request as if it had arrived (an answer made in this process)."""
-        self._route(msg)
 
     def open(self, req_id: str, sink: Any = None) -> None:
         """Route ``req_id``'s replies to ``sink.put(msg)`` (default: a queue ``recv`` reads).
