@@ -32,7 +32,6 @@ import pickle
 import selectors
 import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -40,11 +39,12 @@ from typing import Any
 
 from actors.errors import ErrorReply
 from actors.model import messages as mm
-from actors.model.local_inbox import FrameReader, InboxWriter, host_id
+from actors.model.local_inbox import FrameReader, InboxWriter, PrivateListener, host_id
 
 TRACKED: tuple[type, ...] = (mm.Complete, mm.Infer, mm.PrefillOnly, mm.Continue)  # each gets a final message
 DOOR_REQUESTS: tuple[type, ...] = (*TRACKED, mm.Cancel, mm.Abort)
 DOORLESS_PHASES = ("loading", "down", "stopping")  # shared-memory phases in which no door serves the model
+DOOR_DIR_PREFIX = "llama-actors-door-"  # what remove_door checks before it deletes a directory
 CRASH_DETAIL = "the model process ended while it held this request (its door closed)"
 
 
@@ -155,21 +155,10 @@ class RequestDoor:
     """
 
     def __init__(self, deliver: Callable[[Any], None], reply: Callable[[DoorPeer, Any], None]) -> None:
-        self._dir = tempfile.mkdtemp(prefix="llama-actors-door-")
-        path = os.path.join(self._dir, "door.sock")
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(path)
-        os.chmod(path, 0o600)
-        self._listener.listen(64)
-        self._listener.setblocking(False)
-        self.address = DoorAddress(path, host_id())
+        self._l = PrivateListener(DOOR_DIR_PREFIX, "door.sock")
+        self.address = DoorAddress(self._l.path, host_id())
         self._deliver = deliver
         self._reply = reply
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(self._listener, selectors.EVENT_READ, None)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._stop = False
         self._peers = 0
         self.received = 0  # requests delivered through the door
         self.refused = 0  # frames that were not door requests
@@ -178,11 +167,11 @@ class RequestDoor:
 
     def _accept(self, conns: dict[socket.socket, tuple[FrameReader, DoorPeer]]) -> None:
         with contextlib.suppress(BlockingIOError):
-            conn, _ = self._listener.accept()  # blocking: read only when the selector says so, and the reply
+            conn, _ = self._l.sock.accept()  # blocking: read only when the selector says so, and the reply
             # lane's writer (a duplicate of it) waits for a slow reader rather than dropping a frame
             self._peers += 1
             conns[conn] = (FrameReader(), DoorPeer(conn, self._peers))
-            self._sel.register(conn, selectors.EVENT_READ, conn)
+            self._l.sel.register(conn, selectors.EVENT_READ, conn)
 
     def _frame(self, frame: bytes, peer: DoorPeer) -> None:
         try:
@@ -201,11 +190,12 @@ class RequestDoor:
 
     def _run(self) -> None:
         conns: dict[socket.socket, tuple[FrameReader, DoorPeer]] = {}
-        while not self._stop:
-            for key, _ in self._sel.select():
+        while not self._l.stopping:
+            for key, _ in self._l.sel.select():
                 if key.data == "wake":
+                    self._l.drain_wake()
                     continue
-                if key.fileobj is self._listener:
+                if key.fileobj is self._l.sock:
                     self._accept(conns)
                     continue
                 conn = key.data
@@ -216,7 +206,7 @@ class RequestDoor:
                 except (OSError, ValueError):
                     frames = None
                 if frames is None:  # the client went away: its requests' lane finds the socket closed
-                    self._sel.unregister(conn)
+                    self._l.sel.unregister(conn)
                     conns.pop(conn, None)
                     conn.close()
                     continue
@@ -227,21 +217,13 @@ class RequestDoor:
 
     def close(self) -> None:
         """Stop accepting and remove the socket (the process is ending)."""
-        self._stop = True
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-        self.thread.join(2.0)
-        for s in (self._listener, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                s.close()
-        self._sel.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._l.close(self.thread)
 
 
 def remove_door(addr: DoorAddress | None) -> None:
     """Remove a dead model's door directory (the supervisor, after the process is gone)."""
     if addr is not None and addr.host == host_id() and os.path.basename(os.path.dirname(addr.path)).startswith(
-            "llama-actors-door-"):
+            DOOR_DIR_PREFIX):
         shutil.rmtree(os.path.dirname(addr.path), ignore_errors=True)
 
 

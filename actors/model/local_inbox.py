@@ -86,6 +86,48 @@ class FrameReader:
         return out
 
 
+class PrivateListener:
+    """A Unix socket only this user can reach (0600, in a ``mkdtemp`` directory: 0700), with a selector
+    that watches it and a wake-up pair: the shell both a client's inbox and a model's request door
+    (``actors.model.door``) run their one reading thread in."""
+
+    def __init__(self, prefix: str, name: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        self.path = os.path.join(self.dir, name)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        os.chmod(self.path, 0o600)
+        self.sock.listen(64)
+        self.sock.setblocking(False)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.sock, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")  # a key whose ``data`` is "wake"
+        self.stopping = False
+
+    def wake(self) -> None:
+        """Make the reading thread's ``select`` return (its key's ``data`` is ``"wake"``)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"w")
+
+    def drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def close(self, thread: threading.Thread) -> None:
+        """Stop the reading ``thread`` (it checks ``stopping``), then remove the socket and its directory."""
+        self.stopping = True
+        self.wake()
+        thread.join(2.0)
+        for s in (self.sock, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
+        self.sel.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class _Conn:
     """One connection an inbox reads: where its messages go, and who hears of its end."""
 
@@ -106,23 +148,11 @@ class InboxServer:
     """
 
     def __init__(self, deliver: Callable[[Any], None], fallback: Any) -> None:
-        self._dir = tempfile.mkdtemp(prefix="llama-actors-inbox-")
-        path = os.path.join(self._dir, "inbox.sock")
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(path)
-        os.chmod(path, 0o600)
-        self._listener.listen(64)
-        self._listener.setblocking(False)
-        self.address = LocalInbox(path, host_id(), fallback)
+        self._l = PrivateListener("llama-actors-inbox-", "inbox.sock")
+        self.address = LocalInbox(self._l.path, host_id(), fallback)
         self._deliver = deliver
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(self._listener, selectors.EVENT_READ, None)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._attach: list[tuple[socket.socket, _Conn]] = []
         self._attach_lock = threading.Lock()
-        self._stop = False
         self.errors = 0
         self.received = 0  # messages delivered through the socket (the rest came through thespian)
         self.thread = threading.Thread(target=self._run, name="llama-actors-local-inbox", daemon=True)
@@ -133,32 +163,29 @@ class InboxServer:
         ``on_message``, then ``on_closed`` once, after the last one, when the other end closes it."""
         with self._attach_lock:
             self._attach.append((conn, _Conn(on_message, on_closed)))
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"a")
+        self._l.wake()
 
     def _take_attached(self, conns: dict[socket.socket, _Conn]) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake_r.recv(4096):
-                pass
+        self._l.drain_wake()
         with self._attach_lock:
             new, self._attach = self._attach, []
         for conn, c in new:
             conns[conn] = c
-            self._sel.register(conn, selectors.EVENT_READ, conn)
+            self._l.sel.register(conn, selectors.EVENT_READ, conn)
 
     def _run(self) -> None:
         conns: dict[socket.socket, _Conn] = {}
-        while not self._stop:
-            for key, _ in self._sel.select():
+        while not self._l.stopping:
+            for key, _ in self._l.sel.select():
                 if key.data == "wake":
                     self._take_attached(conns)
                     continue
-                if key.fileobj is self._listener:
+                if key.fileobj is self._l.sock:
                     with contextlib.suppress(BlockingIOError):
-                        conn, _addr = self._listener.accept()
+                        conn, _addr = self._l.sock.accept()
                         conn.setblocking(False)
                         conns[conn] = _Conn(self._deliver, None)
-                        self._sel.register(conn, selectors.EVENT_READ, conn)
+                        self._l.sel.register(conn, selectors.EVENT_READ, conn)
                     continue
                 conn = key.data
                 c = conns[conn]
@@ -169,7 +196,7 @@ class InboxServer:
                     frames = None
                     self.errors += 1
                 if frames is None:
-                    self._sel.unregister(conn)
+                    self._l.sel.unregister(conn)
                     conns.pop(conn, None)
                     conn.close()
                     if c.on_closed is not None:
@@ -185,15 +212,7 @@ class InboxServer:
             conn.close()
 
     def close(self) -> None:
-        self._stop = True
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-        self.thread.join(2.0)
-        for s in (self._listener, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                s.close()
-        self._sel.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._l.close(self.thread)
 
 
 class InboxWriter:
@@ -242,4 +261,4 @@ class InboxWriter:
         self._sock.close()
 
 
-__all__ = ["FrameReader", "InboxServer", "InboxWriter", "LocalInbox", "encode", "host_id"]
+__all__ = ["FrameReader", "InboxServer", "InboxWriter", "LocalInbox", "PrivateListener", "encode", "host_id"]

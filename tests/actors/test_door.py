@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,6 +24,7 @@ from actors.model.door import DoorAddress, OpenRequests, door_of, is_final
 from actors.model.llama import default_model_path
 from actors.model.local_inbox import FrameReader, encode, host_id
 from tests.actors.conftest import running_system
+from tests.waiting import wait_until
 
 
 def door_requests(system: System, model: str) -> int:
@@ -33,16 +33,6 @@ def door_requests(system: System, model: str) -> int:
 
 def pid_of(system: System, model: str) -> int:
     return int(next(m["pid"] for m in system.list_models() if m["model_id"] == model))
-
-
-def wait_for(cond: Any, timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ---------------------------------------------------------------------------- pure parts
@@ -171,9 +161,8 @@ def test_a_model_killed_while_it_holds_door_requests_answers_model_crashed(doors
     assert e.value.reason == "model_crashed"
     assert time.monotonic() - t0 < 10.0  # answered when the stream ended, not by a timeout
     # The supervisor restarts it; the new process has its own door, and the next request uses it.
-    wait_for(lambda: pid_of(doors, "slow") not in (0, pid) and doors.observe("slow") is not None
-             and doors.observe("slow").pid not in (0, pid) and doors.observe("slow").phase == "idle",
-             what="the restarted model")
+    wait_until(lambda: pid_of(doors, "slow") not in (0, pid) and doors.observe("slow") is not None
+               and doors.observe("slow").pid not in (0, pid) and doors.observe("slow").phase == "idle", timeout=60)
     assert doors.complete("slow", "after the crash", max_tokens=3).finish_reason == "length"
     assert door_requests(doors, "slow") == 1
 
