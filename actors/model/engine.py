@@ -103,7 +103,8 @@ class Engine:
         self.cache_use = CacheUse(self.model_id, backend, cache, policy, self.counters)
         self.slots = SessionTable(self.n_seq_max, backend, self.cache_use)
         self.queries = Queries(backend, self.cache_use, settings.embeddings)
-        self.gen = Generation(backend, self.cache_use, emit, self._finish, settings.markers, self.counters)
+        self.gen = Generation(backend, self.cache_use, emit, self._finish, lambda: self._publish(force=True),
+                              settings.markers, self.counters)
         self.admission = Admission(backend, self.cache_use, self.slots, self.queries, settings.markers,
                                    settings.thinking_key, self.counters, self.gen.prompt_done, self._fail,
                                    settings.limits)

@@ -27,15 +27,17 @@ from actors.model.stream import Markers, Span
 
 Emit = Callable[[Any, Any], None]
 Finish = Callable[[Request, str], None]
+Publish = Callable[[], None]
 
 
 class Generation:
-    def __init__(self, backend: Backend, cache: CacheUse, emit: Emit, finish: Finish, markers: Markers,
-                 counters: dict[str, int]) -> None:
+    def __init__(self, backend: Backend, cache: CacheUse, emit: Emit, finish: Finish, publish: Publish,
+                 markers: Markers, counters: dict[str, int]) -> None:
         self.backend = backend
         self.cache = cache
         self.emit = emit
         self.finish = finish
+        self.publish = publish
         self.markers = markers
         self.counters = counters
         self._greedy: Any = None
@@ -46,6 +48,9 @@ class Generation:
         if not req.t_prefill_done:
             req.t_prefill_done = time.perf_counter()
         req.phase = Phase.GENERATING
+        # Whoever sees the first token may ask for status at once (the door delivers it in well
+        # under a millisecond): the published view must say generating before the token leaves.
+        self.publish()
         if req.kind is Kind.PREFILL_ONLY:
             self.finish(req, "prefill")
             return

@@ -159,3 +159,23 @@ def test_adapters_refused_clearly_by_a_backend_without_them() -> None:
     eng.handle(mm.LoadAdapter("m", r, "c", path="/nonexistent/lora.gguf"))
     assert out.final(r).reason == "no_such_file"
     assert eng.adapters.entries == {}
+
+
+def test_published_status_says_generating_before_the_first_token_leaves() -> None:
+    """A caller that asks for status the moment its first token arrives must not read ``prefilling``.
+
+    The door hands a token over in well under a millisecond, so the view a status
+    reads (published by the engine) has to move before the token is emitted.
+    """
+    seen: list[str] = []
+    eng: Engine | None = None
+
+    def emit(dest: Any, msg: Any) -> None:
+        if isinstance(msg, mm.TokenChunk) and not seen:
+            assert eng is not None
+            seen.append(eng.status()["phase"])
+
+    eng = Engine(EngineSettings("m"), StubBackend({"n_seq_max": 1, "n_batch": 64}), emit, hooks=EngineHooks())
+    eng.handle(mm.Infer("m", rid(), "c", prompt="one prompt of several tokens", options=opts(max_tokens=4)))
+    run(eng)
+    assert seen == ["generating"]
