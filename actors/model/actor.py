@@ -67,6 +67,9 @@ class ModelActor(Actor):
         self.stop_reply: tuple[Any, str] | None = None
         self.threads: dict[str, int] = {}  # what llama.cpp runs with now (the node's core budget sets it)
         self.door: Any = None  # the request door (model/door.py), open once the model is ready
+        # Requests that came in through the door: the supervisor never saw them, so their end is not
+        # posted to it (it tracks only what it routed).  Added by the door's thread, removed by the worker.
+        self.door_ids: set[str] = set()
 
     # ------------------------------------------------------------------ message thread
 
@@ -121,7 +124,8 @@ class ModelActor(Actor):
             base["outbox_errors"] = self.outbox.errors
             base["outbox_last_error"] = self.outbox.last_error
         if self.door is not None:
-            base["door"] = {"requests": self.door.received, "refused": self.door.refused}
+            base["door"] = {"requests": self.door.received, "refused": self.door.refused,
+                            "open": len(self.door_ids)}
         return base
 
     def _init(self, msg: mm.ModelInit) -> None:
@@ -201,7 +205,15 @@ class ModelActor(Actor):
         """A request from the door's thread: as from the message thread (an abort acts inside a decode)."""
         if isinstance(msg, mm.Abort):
             self._abort_decode(msg.target)
+        if msg.req_id:
+            self.door_ids.add(msg.req_id)
         self.commands.put(msg)
+
+    def _request_done(self, req_id: str) -> None:
+        if req_id in self.door_ids:
+            self.door_ids.discard(req_id)
+        elif self.init is not None:
+            self.outbox.post(self.init.supervisor, mm.RequestDone((req_id,)))
 
     def _open_door(self) -> Any:
         """Clients on this host may now send generation requests straight here (model/door.py)."""
@@ -245,7 +257,7 @@ class ModelActor(Actor):
                 limits=check_limits(cfg.max_pending, cfg.on_full),
                 decode_budget_ms=check_decode_budget(cfg.decode_budget_ms))
             hooks = EngineHooks(
-                done=lambda rid: self.outbox.post(sup, mm.RequestDone((rid,))),
+                done=self._request_done,
                 adapters_changed=lambda specs: self.outbox.post(sup, mm.AdaptersChanged(init.model_id, specs)),
                 observe=self._observer(init.obs_slot))
             self.engine = Engine(settings, backend, self.outbox.post, cache=self.cache, hooks=hooks)

@@ -113,6 +113,8 @@ def test_callers_on_many_threads_share_one_connection_and_all_get_their_replies(
             results = list(pool.map(lambda i: system.complete("m", f"caller {i}", max_tokens=3), range(16)))
         assert all(r.finish_reason == "length" and len(r.generated) == 3 for r in results)
         assert door_requests(system, "m") == 16
+        # the model records an end just after sending its reply: wait for it rather than race it
+        assert wait_until(lambda: system.status("m")["door"]["open"] == 0, timeout=5)
         mb = system.inbox()
         assert len(mb.doors._links) == 1 and mb.local.errors == 0
 
@@ -146,6 +148,7 @@ def test_cancel_reaches_a_request_sent_through_the_door(doors: System) -> None:
     for _ in it:
         pass
     assert stream.result.finish_reason == "cancelled"
+    assert wait_until(lambda: doors.status("slow")["door"]["open"] == 0, timeout=5)  # request and cancel ended
 
 
 def test_a_model_killed_while_it_holds_door_requests_answers_model_crashed(doors: System) -> None:
