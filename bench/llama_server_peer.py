@@ -118,10 +118,14 @@ class ServerClient(JsonClient):
         r = self.post("/completion", {"prompt": prompt, "n_predict": max_tokens, "cache_prompt": True,
                                       "temperature": 0.0, "top_k": 1, "return_tokens": True, "stream": False})
         t = r.get("timings", {})
+        n, decode_s = int(t.get("predicted_n", 0)), float(t.get("predicted_ms", 0.0)) / 1e3
+        # predicted_ms runs from the first token (sampled from the prompt's logits, no decode) to the
+        # last, so it covers n - 1 decodes; the server's predicted_per_second divides by n. Ours and
+        # this figure both divide by the decodes done.
         return {"tokens": list(r.get("tokens") or []), "evaluated": int(t.get("prompt_n", 0)),
                 "cached": int(t.get("cache_n", 0)), "prefill_s": float(t.get("prompt_ms", 0.0)) / 1e3,
-                "decode_s": float(t.get("predicted_ms", 0.0)) / 1e3, "generated": int(t.get("predicted_n", 0)),
-                "decode_tok_s": float(t.get("predicted_per_second", 0.0))}
+                "decode_s": decode_s, "generated": n,
+                "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0}
 
 
 __all__ = ["JsonClient", "LlamaServer", "ServerClient", "ServerOptions", "server_binary"]

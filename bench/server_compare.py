@@ -167,7 +167,7 @@ def chat(driver: Any, tok: Tokenizer, script: ChatScript, variant: int, turns: l
         for k in ("evaluated", "generated", "prefill_s", "decode_s"):
             tot[k] += r[k]
         if r["generated"] > 1 and r["decode_s"] > 0:
-            per_token.append(r["decode_s"] / r["generated"])
+            per_token.append(r["decode_s"] / (r["generated"] - 1))  # both engines' decode_s: first to last token
         conv[t.user] = after_reply(prompt, r["tokens"])
     tot["decode_s_per_token"] = statistics.median(per_token) if per_token else float("nan")
     return {"totals": tot, "conversations": conv}
@@ -380,7 +380,7 @@ def section_decode(tok: Tokenizer, n: int, reps: int, threads: int, retry: bool)
                 p = [*prompt, *tok.message(f" Part {rep}-{i}.")]
                 if name == "llama_server":
                     r = drv.complete(p, SHORT_REPLY)
-                    per.append(r["decode_s"] / max(1, r["generated"]))
+                    per.append(r["decode_s"] / max(1, r["generated"] - 1))  # as ours: per decode done
                 else:
                     st = system.complete(MODEL, p, max_tokens=SHORT_REPLY).stats
                     per.append(st["decode_ms"] / 1e3 / max(1, st["completion_tokens"] - 1))
