@@ -639,6 +639,66 @@ extern "C" int32_t la_token_is_eog(la_model * m, int32_t token, bool * out) {
     });
 }
 
+extern "C" int32_t la_vocab_specials(la_model * m, int32_t * ids, int32_t * attrs, int32_t cap, int32_t * n_out) {
+    return guarded([&] {
+        LA_LOCK_MODEL(m);
+        if (n_out == nullptr || cap < 0 || (cap > 0 && (ids == nullptr || attrs == nullptr))) {
+            return static_cast<int32_t>(LA_E_BAD_ARG);
+        }
+        const int32_t split_on = LLAMA_TOKEN_ATTR_CONTROL | LLAMA_TOKEN_ATTR_USER_DEFINED | LLAMA_TOKEN_ATTR_UNKNOWN;
+        int32_t n = 0;
+        for (int32_t id = 0; id < m->n_vocab; ++id) {
+            const int32_t attr = static_cast<int32_t>(llama_vocab_get_attr(m->vocab, id));
+            if ((attr & split_on) == 0) {
+                continue;
+            }
+            if (n < cap) {
+                ids[n] = id;
+                attrs[n] = attr;
+            }
+            ++n;
+        }
+        *n_out = n;
+        return static_cast<int32_t>(n > cap ? LA_E_BUFFER_TOO_SMALL : LA_OK);
+    });
+}
+
+extern "C" int32_t la_vocab_text(la_model * m, int32_t token, char * buf, int32_t cap, int32_t * n_out) {
+    return guarded([&] {
+        LA_LOCK_MODEL(m);
+        if (n_out == nullptr || cap < 0 || (cap > 0 && buf == nullptr)) {
+            return static_cast<int32_t>(LA_E_BAD_ARG);
+        }
+        if (!valid_token(m->n_vocab, token)) {
+            return static_cast<int32_t>(LA_E_BAD_TOKEN);
+        }
+        const char * text = llama_vocab_get_text(m->vocab, token);
+        const size_t len = text != nullptr ? std::strlen(text) : 0;
+        *n_out = static_cast<int32_t>(len);
+        if (len > static_cast<size_t>(cap)) {
+            return static_cast<int32_t>(LA_E_BUFFER_TOO_SMALL);
+        }
+        if (len > 0) {
+            std::memcpy(buf, text, len);
+        }
+        return static_cast<int32_t>(LA_OK);
+    });
+}
+
+extern "C" int32_t la_vocab_kind(la_model * m, int32_t * type, bool * add_bos, bool * add_eos, bool * add_sep) {
+    return guarded([&] {
+        LA_LOCK_MODEL(m);
+        if (type == nullptr || add_bos == nullptr || add_eos == nullptr || add_sep == nullptr) {
+            return static_cast<int32_t>(LA_E_BAD_ARG);
+        }
+        *type = static_cast<int32_t>(llama_vocab_type(m->vocab));
+        *add_bos = llama_vocab_get_add_bos(m->vocab);
+        *add_eos = llama_vocab_get_add_eos(m->vocab);
+        *add_sep = llama_vocab_get_add_sep(m->vocab);
+        return static_cast<int32_t>(LA_OK);
+    });
+}
+
 extern "C" int32_t la_chat_apply_template(la_model * m, const char * tmpl, const char ** roles,
                                           const char ** contents, int32_t n_msg, bool add_assistant, char * buf,
                                           int32_t cap, int32_t * n_out) {

@@ -166,6 +166,13 @@ int32_t la_detokenize(la_model * model, const int32_t * tokens, int32_t n, bool 
 int32_t la_token_to_piece(la_model * model, int32_t token, bool special, char * buf, int32_t cap,
                           int32_t * n_out);
 int32_t la_token_is_eog(la_model * model, int32_t token, bool * out);
+/* The tokenizer's special tokens (attribute control, user-defined or unknown: the ones it splits text on
+   before tokenizing the pieces between them), at most cap ids with their llama_token_attr bits. */
+int32_t la_vocab_specials(la_model * model, int32_t * ids, int32_t * attrs, int32_t cap, int32_t * n_out);
+/* A token's text as the vocabulary stores it (what the tokenizer matches), not its rendered piece. */
+int32_t la_vocab_text(la_model * model, int32_t token, char * buf, int32_t cap, int32_t * n_out);
+/* The vocabulary's llama_vocab_type and what add_special adds around a text. */
+int32_t la_vocab_kind(la_model * model, int32_t * type, bool * add_bos, bool * add_eos, bool * add_sep);
 int32_t la_chat_apply_template(la_model * model, const char * tmpl, const char ** roles,
                                const char ** contents, int32_t n_msg, bool add_assistant, char * buf,
                                int32_t cap, int32_t * n_out);

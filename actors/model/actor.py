@@ -120,6 +120,10 @@ class ModelActor(Actor):
                                 "address": str(self.myAddress)}
         if self.engine is not None:
             base.update(self.engine.status())
+        prefix = getattr(getattr(self.engine, "backend", None), "tokens", None)
+        if prefix is not None:  # how much resent text was not tokenized again (model/prefix_tokens.py)
+            base["tokenizer"] = {"calls": prefix.stats.calls, "reused": prefix.stats.reused,
+                                 "reused_bytes": prefix.stats.reused_bytes}
         if self.outbox is not None:
             base["outbox_errors"] = self.outbox.errors
             base["outbox_last_error"] = self.outbox.last_error

@@ -28,6 +28,7 @@ from actors.model.errors import InvalidInputError, LlamaError, OptionError, Stat
 from actors.model.host_load import HostLoad, cores_clear, cores_left
 from actors.model.llama import Decode, Prefill, StepResult
 from actors.model.options import default_threads, parse_sampler_options
+from actors.model.prefix_tokens import PrefixTokenizer
 from actors.model.stream import incomplete_utf8_tail
 from actors.model.threads import ThreadTuner
 
@@ -115,6 +116,8 @@ class LlamaBackend:
         self.ctx_hash = ctx_params_hash(self.ctx.options.layout())
         self._embed_ctx: Any = None
         self._context_opts = dict(context)
+        # A resent system prompt or conversation is not tokenized again (model/prefix_tokens.py).
+        self.tokens = PrefixTokenizer(self.model.tokenize, self.model.vocab())
         # The share of the node's cores (decode, prefill) and the count in use within it, chosen by step times.
         self.share = (ci.n_threads, ci.n_threads_batch)
         self.host = HostLoad()
@@ -156,7 +159,7 @@ class LlamaBackend:
         return {"weights_b": mi.size_bytes, "kv_b": kv, "total_b": mi.size_bytes + kv}
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        return self.model.tokenize(text, add_special, parse_special)
+        return self.tokens.tokenize(text.encode("utf-8"), add_special, parse_special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.model.detokenize(list(tokens))

@@ -37,6 +37,7 @@ from actors.model.native import (  # the functions re-exported here are the bind
     type_name,
     vram_info,
 )
+from actors.model.prefix_tokens import SpecialToken, Vocab
 
 __all__ = ["Adapter", "Context", "ContextInfo", "Decode", "Model", "ModelInfo", "Prefill", "Sampler", "StepResult",
            "VramInfo", "debug_crash", "default_model_path", "file_sha256", "native", "normalise_messages",
@@ -186,6 +187,30 @@ class Model(Handle):
             check(lib.la_token_is_eog(self._ptr(), token, out))
             cached = self._eog_cache[token] = bool(out[0])
         return cached
+
+    def vocab(self) -> Vocab:
+        """What :class:`actors.model.prefix_tokens.PrefixTokenizer` needs to know of the tokenizer."""
+        ffi, lib = native()
+        kind = ffi.new("int32_t*")
+        flags = [ffi.new("bool*") for _ in range(3)]
+        check(lib.la_vocab_kind(self._ptr(), kind, *flags))
+        n = ffi.new("int32_t*")
+        rc = lib.la_vocab_specials(self._ptr(), ffi.NULL, ffi.NULL, 0, n)  # the count first
+        if rc != lib.LA_E_BUFFER_TOO_SMALL:
+            check(rc)
+        ids, attrs = ffi.new("int32_t[]", max(1, n[0])), ffi.new("int32_t[]", max(1, n[0]))
+        check(lib.la_vocab_specials(self._ptr(), ids, attrs, n[0], n))
+        specials = []
+        for i in range(n[0]):
+            text_n = ffi.new("int32_t*")
+            buf = ffi.new("char[]", 256)
+            rc = lib.la_vocab_text(self._ptr(), ids[i], buf, 256, text_n)
+            if rc == lib.LA_E_BUFFER_TOO_SMALL:
+                buf = ffi.new("char[]", text_n[0])
+                rc = lib.la_vocab_text(self._ptr(), ids[i], buf, text_n[0], text_n)
+            check(rc)
+            specials.append(SpecialToken(int(ids[i]), ffi.unpack(buf, text_n[0]), int(attrs[i])))
+        return Vocab(int(kind[0]), bool(flags[0][0]), bool(flags[1][0]), bool(flags[2][0]), tuple(specials))
 
     def meta(self, key: str) -> str | None:
         """A GGUF metadata value as text (None when the key is absent)."""

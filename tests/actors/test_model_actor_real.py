@@ -13,6 +13,7 @@ import pytest
 from actors.api import ModelError, System
 from actors.cache import messages as cm
 from actors.cache.policy import SavePolicy
+from actors.model import messages as mm
 from actors.supervisor import runtime
 from tests.actors import toy_actors as toy
 from tests.actors.conftest import running_system
@@ -148,6 +149,20 @@ def test_tokens_stream_to_a_subscriber_actor(real: System) -> None:
     assert "".join(t for t, _i, _ts in got.chunks) == got.result.reply
     assert [i for _t, ids, _ts in got.chunks for i in ids] == list(got.result.generated)
     assert got.result.generated == cold(real, PROMPTS[0], 16)
+
+
+def test_a_resent_chat_is_not_tokenized_again_and_still_hits_exactly(real: System) -> None:
+    """A chat front end resends the conversation every turn: only its new part is tokenized, and the
+    tokens are those of the whole rendered text (the next turn's prompt starts with this turn's row)."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Do you sell paint?"}]
+    before = real.status("smol")["tokenizer"]
+    first = real.complete("smol", mm.ChatPrompt(tuple(messages)), max_tokens=6)
+    again = real.complete("smol", mm.ChatPrompt(tuple(messages)), max_tokens=6)
+    assert again.cache_hit_kind == "exact" and again.generated == first.generated
+    whole = real.tokenize("smol", real.apply_chat_template("smol", messages), add_special=True)
+    assert again.cache_delta.read == len(whole) == again.stats["prompt_tokens"]
+    after = real.status("smol")["tokenizer"]
+    assert after["reused"] - before["reused"] >= 1 and after["reused_bytes"] > before["reused_bytes"]
 
 
 def test_pass_throughs(real: System) -> None:
