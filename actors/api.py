@@ -299,9 +299,9 @@ class System:
         return self._stream(msg, timeout)
 
     def _send_model(self, mb: Inbox, msg: Any, dest: Any = None) -> None:
-        """Generation requests (and their cancel/abort) go through the model's door when this host has one
-        open (``actors.door_client``: no supervisor hop); everything else, and any model without a door,
-        through the model supervisor."""
+        """Generation requests (and their cancel/abort) and text queries go through the model's door when this
+        host has one open (``actors.door_client``: no supervisor hop); everything else, and any model without
+        a door, through the model supervisor."""
         if dest is None and isinstance(msg, (mm.Cancel, mm.Abort)):
             link = mb.doors.holding(msg.target)  # the way its target went, or the supervisor's
             if link is not None and link.send(msg):

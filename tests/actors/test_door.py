@@ -126,18 +126,37 @@ def test_the_door_socket_is_private(doors: System) -> None:
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
 
 
-def test_the_door_refuses_anything_but_generation(doors: System) -> None:
+def test_the_door_refuses_anything_but_generation_and_text_queries(doors: System) -> None:
     entry = next(m for m in doors.list_models() if m["model_id"] == "slow")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(30)
         s.connect(entry["door"]["path"])
-        s.sendall(encode(mm.Tokenize("slow", "tok-1", text="hi")))
+        s.sendall(encode(mm.ListAdapters("slow", "list-1")))
         reader, frames = FrameReader(), []
         while not frames:
             frames = reader.feed(s.recv(65536))
     reply = pickle.loads(frames[0])
-    assert isinstance(reply, ErrorReply) and reply.reason == "bad_request" and reply.req_id == "tok-1"
+    assert isinstance(reply, ErrorReply) and reply.reason == "bad_request" and reply.req_id == "list-1"
     assert doors.status("slow")["door"]["refused"] >= 1
+
+
+def test_text_queries_go_through_the_door_and_answer_as_through_the_supervisor(doors: System) -> None:
+    """A client tokenizes or renders its prompt every turn: no supervisor hop for that either."""
+    before = door_requests(doors, "slow")
+    chat = [{"role": "user", "content": "hi there"}]
+    ids = doors.tokenize("slow", "hello door")
+    text = doors.detokenize("slow", ids)
+    rendered = doors.apply_chat_template("slow", chat, tokenize=True)
+    assert door_requests(doors, "slow") == before + 3
+    via_sup = doors._call(mm.Tokenize("slow", uuid.uuid4().hex, text="hello door"), 30.0, dest=doors.tree.models)
+    assert list(via_sup.value) == ids and text == "hello door"
+    assert rendered == doors._call(mm.ApplyChatTemplate("slow", uuid.uuid4().hex, messages=tuple(chat), tokenize=True),
+                                   30.0, dest=doors.tree.models).value
+    assert door_requests(doors, "slow") == before + 3
+    with pytest.raises(ModelError) as e:  # a refused query answers through the door like any request
+        doors.detokenize("slow", [10**9])
+    assert e.value.reason in ("bad_token", "bad_request")
+    assert wait_until(lambda: doors.status("slow")["door"]["open"] == 0, timeout=5)
 
 
 def test_cancel_reaches_a_request_sent_through_the_door(doors: System) -> None:
