@@ -25,6 +25,7 @@ really kills the process and the supervisor sees the exit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import faulthandler
 import os
 import queue
@@ -122,8 +123,7 @@ class ModelActor(Actor):
             base.update(self.engine.status())
         prefix = getattr(getattr(self.engine, "backend", None), "tokens", None)
         if prefix is not None:  # how much resent text was not tokenized again (model/prefix_tokens.py)
-            base["tokenizer"] = {"calls": prefix.stats.calls, "reused": prefix.stats.reused,
-                                 "reused_bytes": prefix.stats.reused_bytes}
+            base["tokenizer"] = dataclasses.asdict(prefix.stats)
         if self.outbox is not None:
             base["outbox_errors"] = self.outbox.errors
             base["outbox_last_error"] = self.outbox.last_error

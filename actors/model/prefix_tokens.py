@@ -90,7 +90,7 @@ class PrefixTokenizer:
         self._max = max_tokens
         self._held = 0
         split_on = ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER_DEFINED
-        specials = sorted({t.text for t in vocab.specials if t.text and t.attr & split_on}, key=len, reverse=True)
+        specials = {t.text for t in vocab.specials if t.text and t.attr & split_on}
         # Cut after these only (they leave the next piece's whitespace alone), each with the special
         # tokens that could claim an overlapping stretch before it is matched.
         self._rivals = {c: [s for s in specials if s != c and len(s) >= len(c) and can_overlap(s, c)]
